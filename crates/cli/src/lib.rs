@@ -1,0 +1,1 @@
+//! The `boxcutter` command: the SSH control interface's ForceCommand and AuthorizedKeysCommand, and the admin client.

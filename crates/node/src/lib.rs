@@ -1,0 +1,1 @@
+//! The node agent: owns the guest VMs of one machine (lifecycle, disks, networking, metadata service) and builds guest images.

@@ -1,0 +1,1 @@
+//! The orchestrator: VM and node registry, scheduler, users and keys, and the HTTP API behind the SSH control interface.

@@ -1,0 +1,1 @@
+//! The egress proxy of paranoid mode: a separate, unprivileged process, because it parses hostile input.

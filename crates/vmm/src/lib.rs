@@ -1,0 +1,1 @@
+//! Hypervisor drivers behind one interface: QEMU (driven over QMP) today, Firecracker later; process launch, supervision and adoption.
