@@ -1,0 +1,5 @@
+//! `boxcutter-guest`: thin binary over the `boxcutter_guest` library.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("boxcutter-guest: not implemented yet")
+}
