@@ -1,1 +1,7 @@
-//! Wire types shared by every Boxcutter daemon: validated names, VM specs and records, progress events and the API error body.
+//! Wire types shared by every Boxcutter daemon: validated names, VM specs and records,
+//! progress events and the API error body.
+
+pub mod guest;
+pub mod name;
+
+pub use name::{NameError, VmName};
