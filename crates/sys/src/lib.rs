@@ -1,0 +1,8 @@
+//! Small wrappers over OS facilities that several Boxcutter crates share: running an
+//! external program from an argument vector (never a shell) and writing files atomically.
+
+pub mod command;
+pub mod fs;
+
+pub use command::{run, CommandError};
+pub use fs::write_atomic;
