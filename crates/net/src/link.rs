@@ -1,0 +1,112 @@
+//! Bridges and TAP devices, in the host namespace or a named one.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use boxcutter_sys::run;
+
+use crate::{IfName, NetError, Netns};
+
+/// An IPv4 address with its prefix length, as `ip addr` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// The prefix length, 0-32.
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// Makes sure bridge `name` exists in `ns`, is up and (if given) has `address`.
+pub fn bridge_ensure(
+    ns: Option<&Netns>,
+    name: &IfName,
+    address: Option<Ipv4Cidr>,
+) -> Result<(), NetError> {
+    if !link_exists(ns, name)? {
+        ip(
+            ns,
+            &["link", "add", name.as_str(), "type", "bridge"],
+            "create bridge",
+            name,
+        )?;
+    }
+    if let Some(cidr) = address {
+        let cidr = cidr.to_string();
+        ip(
+            ns,
+            &["addr", "replace", &cidr, "dev", name.as_str()],
+            "address bridge",
+            name,
+        )?;
+    }
+    ip(
+        ns,
+        &["link", "set", name.as_str(), "up"],
+        "bring bridge up",
+        name,
+    )
+}
+
+/// Makes sure persistent TAP device `name` exists in `ns`, is up and is enslaved to
+/// `bridge` when one is given.
+pub fn tap_ensure(
+    ns: Option<&Netns>,
+    name: &IfName,
+    bridge: Option<&IfName>,
+) -> Result<(), NetError> {
+    if !link_exists(ns, name)? {
+        ip(
+            ns,
+            &["tuntap", "add", "dev", name.as_str(), "mode", "tap"],
+            "create tap",
+            name,
+        )?;
+    }
+    if let Some(bridge) = bridge {
+        let args = ["link", "set", name.as_str(), "master", bridge.as_str()];
+        ip(ns, &args, "attach tap to bridge", name)?;
+    }
+    ip(
+        ns,
+        &["link", "set", name.as_str(), "up"],
+        "bring tap up",
+        name,
+    )
+}
+
+/// Deletes a link; absent is fine.
+pub fn link_delete(ns: Option<&Netns>, name: &IfName) -> Result<(), NetError> {
+    if link_exists(ns, name)? {
+        ip(ns, &["link", "delete", name.as_str()], "delete link", name)?;
+    }
+    Ok(())
+}
+
+/// True when a link of that name exists in `ns`.
+pub fn link_exists(ns: Option<&Netns>, name: &IfName) -> Result<bool, NetError> {
+    let path = match ns {
+        None => format!("/sys/class/net/{name}"),
+        // Another namespace's sysfs is not visible from here: ask `ip`.
+        Some(ns) => return Ok(ns.links()?.iter().any(|l| l == name.as_str())),
+    };
+    Ok(std::path::Path::new(&path).exists())
+}
+
+fn ip(ns: Option<&Netns>, args: &[&str], action: &str, name: &IfName) -> Result<(), NetError> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns.name().as_str()]);
+    }
+    cmd.args(args);
+    run(&mut cmd).map(|_| ()).map_err(|source| NetError::Ip {
+        action: format!("{action} {name}"),
+        source,
+    })
+}
