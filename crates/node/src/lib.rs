@@ -1,1 +1,4 @@
-//! The node agent: owns the guest VMs of one machine (lifecycle, disks, networking, metadata service) and builds guest images.
+//! The node agent: owns the guest VMs of one machine (lifecycle, disks, networking,
+//! metadata service) and builds guest images.
+
+pub mod guest;

@@ -1,5 +1,236 @@
-//! `boxcutter-node`: thin binary over the `boxcutter_node` library.
+//! `boxcutter-node`: the node agent's binary. Today it builds guest images and boots or
+//! powers off a single guest; the long-running agent and its API come next.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("boxcutter-node: not implemented yet")
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use boxcutter_image::{build_image, validate_image, ImageBuildConfig};
+use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec};
+use boxcutter_types::guest::GuestNet;
+use boxcutter_types::{ByteSize, VmName};
+use boxcutter_vmm::kvm::{kvm_verdict, ProbeConfig};
+use boxcutter_vmm::qemu::{QemuVm, RuntimePaths};
+use clap::{Args, Parser, Subcommand};
+
+/// Default cache of images, base root filesystems and probe verdicts.
+const CACHE_DIR: &str = "/var/cache/boxcutter";
+
+#[derive(Parser)]
+#[command(name = "boxcutter-node", version, about = "Boxcutter node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// A single guest, outside the agent's control (for bring-up and benchmarks).
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build (or reuse) a guest image from this machine's Debian kernel and packages.
+    Build {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Cache directory.
+        #[arg(long, default_value = CACHE_DIR)]
+        cache_dir: PathBuf,
+        /// The guest agent binary (default: boxcutter-guest next to this program).
+        #[arg(long)]
+        guest_agent: Option<PathBuf>,
+    },
+    /// Check an image directory.
+    Check {
+        /// The image directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Boot a guest and wait until it is ready; prints its details as JSON.
+    Boot(BootArgs),
+    /// Power a guest off through QMP (ACPI power button), killing it after a timeout.
+    Poweroff {
+        /// The VM directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds to wait for a clean power-off.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+}
+
+#[derive(Args)]
+struct BootArgs {
+    /// Image directory.
+    #[arg(long)]
+    image: PathBuf,
+    /// VM directory (disk, sockets, console log).
+    #[arg(long)]
+    dir: PathBuf,
+    /// VM name (hostname).
+    #[arg(long)]
+    name: VmName,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    vcpus: u32,
+    /// RAM in MiB.
+    #[arg(long, default_value_t = 2048)]
+    ram: u32,
+    /// Disk size.
+    #[arg(long, default_value = "50G")]
+    disk: ByteSize,
+    /// File of public keys allowed to log in as `dev`.
+    #[arg(long)]
+    authorized_keys: PathBuf,
+    /// TAP device for the guest's NIC.
+    #[arg(long, requires = "ip")]
+    tap: Option<String>,
+    /// Guest address with prefix, e.g. 172.30.0.2/30.
+    #[arg(long, requires_all = ["tap", "gateway"])]
+    ip: Option<String>,
+    /// Guest default gateway.
+    #[arg(long)]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// DNS servers.
+    #[arg(long)]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// Network namespace (path) to run QEMU in.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// Seconds the guest may take to report ready.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Image(ImageCommand::Build {
+            out,
+            cache_dir,
+            guest_agent,
+        }) => image_build(out, cache_dir, guest_agent),
+        Command::Image(ImageCommand::Check { dir }) => {
+            let image = validate_image(&dir)?;
+            println!("{}", serde_json::to_string_pretty(&image.manifest)?);
+            Ok(())
+        }
+        Command::Guest(GuestCommand::Boot(args)) => guest_boot(args).await,
+        Command::Guest(GuestCommand::Poweroff { dir, timeout }) => {
+            let vm = QemuVm::adopt(&RuntimePaths::in_dir(&dir))?;
+            vm.shutdown(Duration::from_secs(timeout)).await?;
+            Ok(())
+        }
+    }
+}
+
+fn image_build(out: PathBuf, cache_dir: PathBuf, agent: Option<PathBuf>) -> anyhow::Result<()> {
+    let agent = match agent {
+        Some(path) => path,
+        None => sibling_program("boxcutter-guest")?,
+    };
+    let config = ImageBuildConfig::from_host(agent, cache_dir)?;
+    let outcome = build_image(&config, &out)?;
+    let m = &outcome.manifest;
+    let how = if outcome.cached { "cached" } else { "built" };
+    println!(
+        "{how} image {} (kernel {}, rootfs {})",
+        out.display(),
+        m.kernel_version,
+        &m.rootfs_version[..12]
+    );
+    Ok(())
+}
+
+async fn guest_boot(args: BootArgs) -> anyhow::Result<()> {
+    let image = validate_image(&args.image)?;
+    let verdict = kvm_verdict(&ProbeConfig {
+        qemu: "qemu-system-x86_64".into(),
+        kernel: image.vmlinux.clone(),
+        initrd: image.initrd.clone(),
+        cache_file: Path::new(CACHE_DIR).join("kvm-verdict.json"),
+    })
+    .await;
+    if let Some(reason) = &verdict.reason {
+        eprintln!("warning: KVM unusable ({reason}); using software emulation (TCG)");
+    }
+    let keys = std::fs::read_to_string(&args.authorized_keys)
+        .with_context(|| format!("cannot read {}", args.authorized_keys.display()))?;
+    let spec = GuestSpec {
+        name: args.name,
+        vcpus: args.vcpus,
+        memory_mib: args.ram,
+        disk: args.disk,
+        net: guest_net(args.tap, args.ip.as_deref(), args.gateway, args.dns)?,
+        authorized_keys: keys
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect(),
+    };
+    let env = BootEnv {
+        image_dir: args.image,
+        vm_dir: args.dir,
+        qemu: "qemu-system-x86_64".into(),
+        accel: verdict.accel,
+        tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),
+        netns: args.netns,
+        ready_timeout: Duration::from_secs(args.timeout),
+    };
+    let booted = boot_guest(&spec, &env).await?;
+    let report = serde_json::json!({
+        "name": spec.name,
+        "pid": booted.vm.pid(),
+        "accel": verdict.accel,
+        "host_key": booted.host_public_key,
+        "ready_ms": booted.timings.ready.as_millis() as u64,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+fn guest_net(
+    tap: Option<String>,
+    ip: Option<&str>,
+    gateway: Option<std::net::Ipv4Addr>,
+    dns: Vec<std::net::Ipv4Addr>,
+) -> anyhow::Result<Option<GuestNetSpec>> {
+    let (Some(tap), Some(ip), Some(gateway)) = (tap, ip, gateway) else {
+        return Ok(None);
+    };
+    let (address, prefix) = ip
+        .split_once('/')
+        .context("--ip needs a prefix, e.g. 172.30.0.2/30")?;
+    let guest = GuestNet {
+        address: address.parse().context("--ip address")?,
+        prefix_len: prefix.parse().context("--ip prefix")?,
+        gateway,
+        dns,
+    };
+    Ok(Some(GuestNetSpec { tap, guest }))
+}
+
+fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate this program")?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found (build it, or pass --guest-agent)",
+        path.display()
+    );
+    Ok(path)
 }

@@ -3,5 +3,7 @@
 
 pub mod guest;
 pub mod name;
+pub mod size;
 
 pub use name::{NameError, VmName};
+pub use size::{ByteSize, SizeError};

@@ -1,3 +1,6 @@
-//! Hypervisor drivers behind one interface: QEMU (driven over QMP) today, Firecracker later; process launch, supervision and adoption.
+//! Hypervisor drivers: QEMU (driven over QMP) today, Firecracker later behind the same
+//! seams; the KVM usability probe; host facts guests need (the TSC rate).
 
+pub mod kvm;
 pub mod qemu;
+pub mod tsc;

@@ -1,0 +1,402 @@
+//! Booting one guest from an image: the steps a VM create runs on a node.
+//!
+//! ```text
+//! validate image → root disk (qcow2 overlay) → host key + config drive → launch QEMU → ready
+//! ```
+//! Each step that leaves something behind has an undo; if a later step fails, the earlier
+//! ones are undone in reverse, so a failed boot leaves the VM directory as it found it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use boxcutter_image::{validate_image, ImageError, ImagePaths};
+use boxcutter_sys::{run, CommandError};
+use boxcutter_types::guest::{BootParams, GuestConfig, GuestNet, VmType};
+use boxcutter_types::{ByteSize, VmName};
+use boxcutter_vmm::kvm::Accel;
+use boxcutter_vmm::qemu::{Disk, DiskFormat, Nic, QemuConfig, QemuError, QemuVm, RuntimePaths};
+use sha2::{Digest, Sha256};
+
+/// File names inside a VM directory.
+const ROOT_DISK: &str = "root.qcow2";
+const CONFIG_DRIVE: &str = "config.img";
+const HOST_KEY: &str = "ssh_host_ed25519_key";
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    /// The VM's name (its hostname).
+    pub name: VmName,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// Root disk size the guest sees.
+    pub disk: ByteSize,
+    /// Network: the TAP to attach to and the guest's addresses.
+    pub net: Option<GuestNetSpec>,
+    /// Public keys allowed to log in as `dev`.
+    pub authorized_keys: Vec<String>,
+}
+
+/// A guest's network attachment.
+#[derive(Debug, Clone)]
+pub struct GuestNetSpec {
+    /// The TAP device (in the namespace QEMU runs in).
+    pub tap: String,
+    /// Addresses inside the guest.
+    pub guest: GuestNet,
+}
+
+/// Where and how to boot.
+#[derive(Debug, Clone)]
+pub struct BootEnv {
+    /// The image directory.
+    pub image_dir: PathBuf,
+    /// The VM's own directory (created if missing).
+    pub vm_dir: PathBuf,
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// The host TSC rate, passed to guests under TCG.
+    pub tsc_khz: Option<u64>,
+    /// Network namespace to run QEMU in.
+    pub netns: Option<PathBuf>,
+    /// How long the guest may take to report ready.
+    pub ready_timeout: Duration,
+}
+
+/// Errors booting a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The image is unusable.
+    #[error("image")]
+    Image(#[from] ImageError),
+    /// The requested disk is smaller than the image's root filesystem.
+    #[error("disk size {requested} is smaller than the image's root filesystem ({minimum})")]
+    DiskTooSmall {
+        /// What was asked for.
+        requested: ByteSize,
+        /// The golden image's size.
+        minimum: ByteSize,
+    },
+    /// A file in the VM directory could not be written.
+    #[error("cannot write {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper program failed.
+    #[error("{step}")]
+    Command {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: CommandError,
+    },
+    /// QEMU failed.
+    #[error("vmm")]
+    Qemu(#[from] QemuError),
+}
+
+/// A guest that reported ready.
+#[derive(Debug, Clone)]
+pub struct BootedGuest {
+    /// The running VM.
+    pub vm: QemuVm,
+    /// The guest's SSH host public key line, known before first contact.
+    pub host_public_key: String,
+    /// How long each step took.
+    pub timings: BootTimings,
+}
+
+/// Per-step durations of a boot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootTimings {
+    /// Disk overlay creation.
+    pub disk: Duration,
+    /// Host key and config drive.
+    pub config: Duration,
+    /// QEMU launch until `-daemonize` returned.
+    pub launch: Duration,
+    /// Launch until the agent's ready report.
+    pub ready: Duration,
+}
+
+/// Boots `spec` and waits for the guest agent's ready report.
+pub async fn boot_guest(spec: &GuestSpec, env: &BootEnv) -> Result<BootedGuest, BootError> {
+    let image = validate_image(&env.image_dir)?;
+    std::fs::create_dir_all(&env.vm_dir).map_err(io_err(&env.vm_dir))?;
+    let mut undo = Undo::default();
+    let result = boot_steps(spec, env, &image, &mut undo).await;
+    if result.is_err() {
+        undo.run().await;
+    }
+    result
+}
+
+async fn boot_steps(
+    spec: &GuestSpec,
+    env: &BootEnv,
+    image: &ImagePaths,
+    undo: &mut Undo,
+) -> Result<BootedGuest, BootError> {
+    let mut timings = BootTimings::default();
+    let step = Instant::now();
+    let root_disk = env.vm_dir.join(ROOT_DISK);
+    undo.files.push(root_disk.clone());
+    create_root_disk(&image.rootfs, &root_disk, spec.disk)?;
+    timings.disk = step.elapsed();
+
+    let step = Instant::now();
+    undo.files
+        .extend([HOST_KEY, "ssh_host_ed25519_key.pub", CONFIG_DRIVE].map(|f| env.vm_dir.join(f)));
+    let host_public_key = write_config_drive(spec, &env.vm_dir)?;
+    timings.config = step.elapsed();
+
+    let step = Instant::now();
+    let config = qemu_config(spec, env, image);
+    let paths = config.paths.clone();
+    undo.files.extend([
+        paths.qmp.clone(),
+        paths.agent.clone(),
+        paths.pidfile.clone(),
+    ]);
+    let vm = QemuVm::launch(&config, env.netns.as_deref()).await?;
+    undo.vm = Some(vm.clone());
+    timings.launch = step.elapsed();
+
+    let step = Instant::now();
+    vm.wait_ready(env.ready_timeout).await?;
+    timings.ready = step.elapsed();
+    tracing::info!(vm = %spec.name, pid = vm.pid(), ready_ms = timings.ready.as_millis() as u64, "guest ready");
+    Ok(BootedGuest {
+        vm,
+        host_public_key,
+        timings,
+    })
+}
+
+/// What a failed boot has to take back.
+#[derive(Default)]
+struct Undo {
+    files: Vec<PathBuf>,
+    vm: Option<QemuVm>,
+}
+
+impl Undo {
+    async fn run(self) {
+        if let Some(vm) = self.vm {
+            vm.kill().await;
+        }
+        for file in self.files.iter().rev() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A qcow2 overlay over the golden image: created in milliseconds whatever its size,
+/// sharing every unchanged block with the image.
+fn create_root_disk(rootfs: &Path, disk: &Path, size: ByteSize) -> Result<(), BootError> {
+    let minimum = std::fs::metadata(rootfs).map_err(io_err(rootfs))?.len();
+    if size.bytes() < minimum {
+        return Err(BootError::DiskTooSmall {
+            requested: size,
+            minimum: ByteSize(minimum),
+        });
+    }
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(rootfs)
+        .arg(disk);
+    cmd.arg(size.bytes().to_string());
+    run(&mut cmd).map_err(|source| BootError::Command {
+        step: "create root disk",
+        source,
+    })?;
+    Ok(())
+}
+
+/// Generates the guest's host key and writes the config drive; returns the public key.
+fn write_config_drive(spec: &GuestSpec, vm_dir: &Path) -> Result<String, BootError> {
+    let key = vm_dir.join(HOST_KEY);
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            spec.name.as_str(),
+            "-f",
+        ])
+        .arg(&key);
+    run(&mut keygen).map_err(|source| BootError::Command {
+        step: "generate host key",
+        source,
+    })?;
+    let private = std::fs::read_to_string(&key).map_err(io_err(&key))?;
+    let public_path = vm_dir.join(format!("{HOST_KEY}.pub"));
+    let public = std::fs::read_to_string(&public_path).map_err(io_err(&public_path))?;
+
+    let config = GuestConfig {
+        authorized_keys: spec.authorized_keys.clone(),
+        ssh_host_key: private,
+    };
+    let drive = vm_dir.join(CONFIG_DRIVE);
+    boxcutter_sys::write_atomic(&drive, &config.encode(), 0o600).map_err(io_err(&drive))?;
+    Ok(public.trim().to_string())
+}
+
+fn qemu_config(spec: &GuestSpec, env: &BootEnv, image: &ImagePaths) -> QemuConfig {
+    let params = BootParams {
+        name: spec.name.clone(),
+        vm_type: VmType::Qemu,
+        net: spec.net.as_ref().map(|n| n.guest.clone()),
+    };
+    QemuConfig {
+        binary: env.qemu.clone(),
+        accel: env.accel,
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        kernel: image.vmlinux.clone(),
+        initrd: image.initrd.clone(),
+        cmdline: kernel_cmdline(&params, env.accel, env.tsc_khz),
+        root_disk: Disk {
+            path: env.vm_dir.join(ROOT_DISK),
+            format: DiskFormat::Qcow2,
+        },
+        config_drive: Some(env.vm_dir.join(CONFIG_DRIVE)),
+        nic: spec.net.as_ref().map(|n| Nic {
+            tap: n.tap.clone(),
+            mac: guest_mac(&spec.name),
+        }),
+        paths: RuntimePaths::in_dir(&env.vm_dir),
+    }
+}
+
+/// The guest kernel's command line: console on the serial port, root on the first disk,
+/// reboot (which QEMU turns into exit) on panic, and the Boxcutter boot parameters.
+pub fn kernel_cmdline(params: &BootParams, accel: Accel, tsc_khz: Option<u64>) -> String {
+    let mut words = ["console=ttyS0", "root=/dev/vda", "rw", "quiet", "panic=-1"].join(" ");
+    if let (Accel::Tcg, Some(khz)) = (accel, tsc_khz) {
+        words.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    format!("{words} {}", params.to_cmdline())
+}
+
+/// A stable, locally administered MAC for a VM name.
+pub fn guest_mac(name: &VmName) -> String {
+    let hash = Sha256::digest(name.as_str().as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", hash[0], hash[1], hash[2])
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootError + '_ {
+    move |source| BootError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> BootParams {
+        BootParams {
+            name: VmName::new("bold-fox").unwrap(),
+            vm_type: VmType::Qemu,
+            net: None,
+        }
+    }
+
+    #[test]
+    fn tcg_guests_get_the_host_tsc_rate() {
+        let line = kernel_cmdline(&params(), Accel::Tcg, Some(2_600_000));
+        assert_eq!(
+            line,
+            "console=ttyS0 root=/dev/vda rw quiet panic=-1 tsc_early_khz=2600000 \
+             boxcutter.name=bold-fox boxcutter.type=qemu"
+        );
+        assert!(!kernel_cmdline(&params(), Accel::Kvm, Some(2_600_000)).contains("tsc_early"));
+    }
+
+    #[test]
+    fn macs_are_stable_and_locally_administered() {
+        let a = guest_mac(&VmName::new("a").unwrap());
+        assert_eq!(a, guest_mac(&VmName::new("a").unwrap()));
+        assert_ne!(a, guest_mac(&VmName::new("b").unwrap()));
+        assert!(a.starts_with("52:54:00:") && a.len() == 17);
+    }
+
+    #[test]
+    fn disk_smaller_than_the_image_is_refused_before_anything_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs.ext4");
+        std::fs::write(&rootfs, vec![0u8; 4 << 20]).unwrap();
+        let disk = dir.path().join("root.qcow2");
+        let err = create_root_disk(&rootfs, &disk, ByteSize(1 << 20)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "disk size 1M is smaller than the image's root filesystem (4M)"
+        );
+        assert!(!disk.exists());
+    }
+
+    #[test]
+    fn root_disk_is_an_overlay_of_the_requested_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs.ext4");
+        std::fs::write(&rootfs, vec![0u8; 1 << 20]).unwrap();
+        let disk = dir.path().join("root.qcow2");
+        create_root_disk(&rootfs, &disk, ByteSize(50 << 30)).unwrap();
+        let info = run(Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&disk))
+        .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["virtual-size"], 50u64 << 30);
+        assert_eq!(info["backing-filename"], rootfs.to_str().unwrap());
+        assert!(
+            std::fs::metadata(&disk).unwrap().len() < 1 << 20,
+            "overlay must be sparse"
+        );
+    }
+
+    #[test]
+    fn config_drive_carries_keys_and_a_fresh_host_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = GuestSpec {
+            name: VmName::new("bold-fox").unwrap(),
+            vcpus: 1,
+            memory_mib: 256,
+            disk: ByteSize(1 << 30),
+            net: None,
+            authorized_keys: vec!["ssh-ed25519 AAAAtest user".into()],
+        };
+        let public = write_config_drive(&spec, dir.path()).unwrap();
+        assert!(
+            public.starts_with("ssh-ed25519 ") && public.ends_with(" bold-fox"),
+            "{public}"
+        );
+        let drive = std::fs::read(dir.path().join(CONFIG_DRIVE)).unwrap();
+        let config = GuestConfig::decode(&drive).unwrap();
+        assert_eq!(config.authorized_keys, spec.authorized_keys);
+        assert!(config.ssh_host_key.contains("BEGIN OPENSSH PRIVATE KEY"));
+        let again = write_config_drive(&spec, dir.path()).unwrap();
+        assert_ne!(
+            public, again,
+            "every boot of a new VM gets its own host key"
+        );
+    }
+}
