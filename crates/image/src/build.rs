@@ -161,6 +161,8 @@ pub fn build_image(config: &ImageBuildConfig, out: &Path) -> Result<BuildOutcome
             cached: true,
         });
     }
+    // Builds sharing a cache (parallel tests, two nodes on one host) take turns.
+    let _lock = lock_cache(&config.cache_dir)?;
     let cached_dir = config.cache_dir.join("images").join(&key);
     let cached = read_manifest(&cached_dir).filter(|m| files_ok(&cached_dir, m));
     let (manifest, cached) = match cached {
@@ -169,6 +171,20 @@ pub fn build_image(config: &ImageBuildConfig, out: &Path) -> Result<BuildOutcome
     };
     publish(&cached_dir, out, &manifest)?;
     Ok(BuildOutcome { manifest, cached })
+}
+
+/// Holds an exclusive lock on the cache until dropped.
+fn lock_cache(cache_dir: &Path) -> Result<nix::fcntl::Flock<fs::File>, BuildError> {
+    fs::create_dir_all(cache_dir).map_err(io_err("create cache directory", cache_dir))?;
+    let path = cache_dir.join("build.lock");
+    let file = fs::File::create(&path).map_err(io_err("open cache lock", &path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        BuildError::Io {
+            step: "lock cache",
+            path,
+            source: errno.into(),
+        }
+    })
 }
 
 /// Builds every file into `dir` (the cache entry), manifest last.
