@@ -1,5 +1,7 @@
 //! Real namespaces, bridges and TAP devices (needs root, like Boxcutter itself).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use boxcutter_net::{bridge_ensure, link_delete, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
 
 /// Deletes the namespace even when an assertion fails.

@@ -3,6 +3,8 @@
 //! SSH in with the real OpenSSH client, power off through QMP, and check that nothing is
 //! left behind. Needs root, QEMU and the Debian packages `scripts/install-deps` installs.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
