@@ -58,6 +58,12 @@ enum ImageCommand {
 enum GuestCommand {
     /// Boot a guest and wait until it is ready; prints its details as JSON.
     Boot(BootArgs),
+    /// Whether the guest of a VM directory is running (exit status 0) and its pid.
+    Status {
+        /// The VM directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Power a guest off through QMP (ACPI power button), killing it after a timeout.
     Poweroff {
         /// The VM directory.
@@ -130,6 +136,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Guest(GuestCommand::Boot(args)) => guest_boot(args).await,
+        Command::Guest(GuestCommand::Status { dir }) => {
+            let vm = QemuVm::adopt(&RuntimePaths::in_dir(&dir))?;
+            println!(
+                "{}",
+                serde_json::json!({ "running": true, "pid": vm.pid() })
+            );
+            Ok(())
+        }
         Command::Guest(GuestCommand::Poweroff { dir, timeout }) => {
             let vm = QemuVm::adopt(&RuntimePaths::in_dir(&dir))?;
             vm.shutdown(Duration::from_secs(timeout)).await?;
@@ -192,6 +206,13 @@ async fn guest_boot(args: BootArgs) -> anyhow::Result<()> {
         ready_timeout: Duration::from_secs(args.timeout),
     };
     let booted = boot_guest(&spec, &env).await?;
+    if let Some(net) = &spec.net {
+        // The host key is known before first contact: nobody has to trust on first use.
+        let known_hosts = env.vm_dir.join("known_hosts");
+        let line = format!("{} {}\n", net.guest.address, booted.host_public_key);
+        std::fs::write(&known_hosts, line)
+            .with_context(|| format!("cannot write {}", known_hosts.display()))?;
+    }
     let report = serde_json::json!({
         "name": spec.name,
         "pid": booted.vm.pid(),
