@@ -127,6 +127,8 @@ pub struct BootTimings {
     pub launch: Duration,
     /// Launch until the agent's ready report.
     pub ready: Duration,
+    /// The guest's own uptime at ready: kernel boot plus the agent's set-up.
+    pub guest_uptime: Duration,
 }
 
 /// Boots `spec` and waits for the guest agent's ready report.
@@ -173,7 +175,7 @@ async fn boot_steps(
     timings.launch = step.elapsed();
 
     let step = Instant::now();
-    vm.wait_ready(env.ready_timeout).await?;
+    timings.guest_uptime = vm.wait_ready(env.ready_timeout).await?.guest_uptime;
     timings.ready = step.elapsed();
     tracing::info!(vm = %spec.name, pid = vm.pid(), ready_ms = timings.ready.as_millis() as u64, "guest ready");
     Ok(BootedGuest {
