@@ -4,6 +4,8 @@
 pub mod guest;
 pub mod name;
 pub mod size;
+pub mod vm;
 
 pub use name::{NameError, VmName};
 pub use size::{ByteSize, SizeError};
+pub use vm::{GuestSubnet, NetMode, VmRecord, VmSpec, VmState};
