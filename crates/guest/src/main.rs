@@ -1,5 +1,8 @@
 //! `boxcutter-guest`: thin binary over the `boxcutter_guest` library.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("boxcutter-guest: not implemented yet")
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    boxcutter_guest::cli::main(&args)
 }
