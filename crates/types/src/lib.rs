@@ -1,6 +1,7 @@
 //! Wire types shared by every Boxcutter daemon: validated names, VM specs and records,
 //! progress events and the API error body.
 
+pub mod api;
 pub mod guest;
 pub mod name;
 pub mod size;
