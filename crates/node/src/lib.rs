@@ -2,3 +2,5 @@
 //! metadata service) and builds guest images.
 
 pub mod guest;
+pub mod lifecycle;
+pub mod store;
