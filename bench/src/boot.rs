@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
-use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec};
+use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec, RootDisk};
 use boxcutter_types::guest::GuestNet;
 use boxcutter_types::{ByteSize, VmName};
 use boxcutter_vmm::kvm::Accel;
@@ -42,7 +42,6 @@ async fn run_boots(netns: &Netns, runs: usize, ram: u32, image: &Path) -> anyhow
             name: VmName::new(format!("bench-{run}"))?,
             vcpus: 2,
             memory_mib: ram,
-            disk: ByteSize(10 << 30),
             net: Some(GuestNetSpec {
                 tap: tap.to_string(),
                 guest: GuestNet {
@@ -59,6 +58,9 @@ async fn run_boots(netns: &Netns, runs: usize, ram: u32, image: &Path) -> anyhow
         let env = BootEnv {
             image_dir: image.to_owned(),
             vm_dir: dir.path().join("vm"),
+            root_disk: RootDisk::Overlay {
+                size: ByteSize(10 << 30),
+            },
             qemu: "qemu-system-x86_64".into(),
             accel: Accel::Tcg,
             tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),

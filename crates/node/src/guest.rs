@@ -1,10 +1,12 @@
 //! Booting one guest from an image: the steps a VM create runs on a node.
 //!
 //! ```text
-//! validate image → root disk (qcow2 overlay) → host key + config drive → launch QEMU → ready
+//! validate image → root disk (qcow2 overlay, or one the caller made) → host key + config
+//! drive → launch QEMU → ready
 //! ```
-//! Each step that leaves something behind has an undo; if a later step fails, the earlier
-//! ones are undone in reverse, so a failed boot leaves the VM directory as it found it.
+//! Each step that creates something has an undo; if a later step fails, what this boot
+//! created is removed again, so a failed boot leaves the VM directory as it found it. A
+//! second boot of the same directory (a start after a stop) reuses the disk and host key.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +24,7 @@ use sha2::{Digest, Sha256};
 const ROOT_DISK: &str = "root.qcow2";
 const CONFIG_DRIVE: &str = "config.img";
 const HOST_KEY: &str = "ssh_host_ed25519_key";
+const HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -32,8 +35,6 @@ pub struct GuestSpec {
     pub vcpus: u32,
     /// RAM in MiB.
     pub memory_mib: u32,
-    /// Root disk size the guest sees.
-    pub disk: ByteSize,
     /// Network: the TAP to attach to and the guest's addresses.
     pub net: Option<GuestNetSpec>,
     /// Public keys allowed to log in as `dev`.
@@ -56,6 +57,8 @@ pub struct BootEnv {
     pub image_dir: PathBuf,
     /// The VM's own directory (created if missing).
     pub vm_dir: PathBuf,
+    /// The root disk.
+    pub root_disk: RootDisk,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
     /// KVM or TCG.
@@ -66,6 +69,18 @@ pub struct BootEnv {
     pub netns: Option<PathBuf>,
     /// How long the guest may take to report ready.
     pub ready_timeout: Duration,
+}
+
+/// Where the root disk comes from.
+#[derive(Debug, Clone)]
+pub enum RootDisk {
+    /// A qcow2 overlay over the image's rootfs, created in the VM directory if missing.
+    Overlay {
+        /// The size the guest sees.
+        size: ByteSize,
+    },
+    /// A disk the caller prepared (e.g. a reflink clone in the storage pool).
+    Prepared(Disk),
 }
 
 /// Errors booting a guest.
@@ -151,19 +166,33 @@ async fn boot_steps(
 ) -> Result<BootedGuest, BootError> {
     let mut timings = BootTimings::default();
     let step = Instant::now();
-    let root_disk = env.vm_dir.join(ROOT_DISK);
-    undo.files.push(root_disk.clone());
-    create_root_disk(&image.rootfs, &root_disk, spec.disk)?;
+    let root_disk = match &env.root_disk {
+        RootDisk::Prepared(disk) => disk.clone(),
+        RootDisk::Overlay { size } => {
+            let path = env.vm_dir.join(ROOT_DISK);
+            if !path.exists() {
+                undo.files.push(path.clone());
+                create_overlay_disk(&image.rootfs, &path, *size)?;
+            }
+            Disk {
+                path,
+                format: DiskFormat::Qcow2,
+            }
+        }
+    };
     timings.disk = step.elapsed();
 
     let step = Instant::now();
-    undo.files
-        .extend([HOST_KEY, "ssh_host_ed25519_key.pub", CONFIG_DRIVE].map(|f| env.vm_dir.join(f)));
+    if !env.vm_dir.join(HOST_KEY).exists() {
+        undo.files
+            .extend([HOST_KEY, HOST_KEY_PUB].map(|f| env.vm_dir.join(f)));
+    }
+    undo.files.push(env.vm_dir.join(CONFIG_DRIVE));
     let host_public_key = write_config_drive(spec, &env.vm_dir)?;
     timings.config = step.elapsed();
 
     let step = Instant::now();
-    let config = qemu_config(spec, env, image);
+    let config = qemu_config(spec, env, image, root_disk);
     let paths = config.paths.clone();
     undo.files.extend([
         paths.qmp.clone(),
@@ -205,7 +234,7 @@ impl Undo {
 
 /// A qcow2 overlay over the golden image: created in milliseconds whatever its size,
 /// sharing every unchanged block with the image.
-fn create_root_disk(rootfs: &Path, disk: &Path, size: ByteSize) -> Result<(), BootError> {
+pub fn create_overlay_disk(rootfs: &Path, disk: &Path, size: ByteSize) -> Result<(), BootError> {
     let minimum = std::fs::metadata(rootfs).map_err(io_err(rootfs))?.len();
     if size.bytes() < minimum {
         return Err(BootError::DiskTooSmall {
@@ -225,30 +254,15 @@ fn create_root_disk(rootfs: &Path, disk: &Path, size: ByteSize) -> Result<(), Bo
     Ok(())
 }
 
-/// Generates the guest's host key and writes the config drive; returns the public key.
+/// Writes the config drive, generating the guest's host key on first boot; returns the
+/// public key.
 fn write_config_drive(spec: &GuestSpec, vm_dir: &Path) -> Result<String, BootError> {
     let key = vm_dir.join(HOST_KEY);
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    let mut keygen = Command::new("ssh-keygen");
-    keygen
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            spec.name.as_str(),
-            "-f",
-        ])
-        .arg(&key);
-    run(&mut keygen).map_err(|source| BootError::Command {
-        step: "generate host key",
-        source,
-    })?;
+    if !key.exists() {
+        generate_host_key(&spec.name, &key)?;
+    }
     let private = std::fs::read_to_string(&key).map_err(io_err(&key))?;
-    let public_path = vm_dir.join(format!("{HOST_KEY}.pub"));
+    let public_path = vm_dir.join(HOST_KEY_PUB);
     let public = std::fs::read_to_string(&public_path).map_err(io_err(&public_path))?;
 
     let config = GuestConfig {
@@ -260,7 +274,20 @@ fn write_config_drive(spec: &GuestSpec, vm_dir: &Path) -> Result<String, BootErr
     Ok(public.trim().to_string())
 }
 
-fn qemu_config(spec: &GuestSpec, env: &BootEnv, image: &ImagePaths) -> QemuConfig {
+fn generate_host_key(name: &VmName, key: &Path) -> Result<(), BootError> {
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name.as_str(), "-f"])
+        .arg(key);
+    run(&mut keygen).map_err(|source| BootError::Command {
+        step: "generate host key",
+        source,
+    })?;
+    Ok(())
+}
+
+fn qemu_config(spec: &GuestSpec, env: &BootEnv, image: &ImagePaths, root: Disk) -> QemuConfig {
     let params = BootParams {
         name: spec.name.clone(),
         vm_type: VmType::Qemu,
@@ -274,10 +301,7 @@ fn qemu_config(spec: &GuestSpec, env: &BootEnv, image: &ImagePaths) -> QemuConfi
         kernel: image.vmlinux.clone(),
         initrd: image.initrd.clone(),
         cmdline: kernel_cmdline(&params, env.accel, env.tsc_khz),
-        root_disk: Disk {
-            path: env.vm_dir.join(ROOT_DISK),
-            format: DiskFormat::Qcow2,
-        },
+        root_disk: root,
         config_drive: Some(env.vm_dir.join(CONFIG_DRIVE)),
         nic: spec.net.as_ref().map(|n| Nic {
             tap: n.tap.clone(),
@@ -347,7 +371,7 @@ mod tests {
         let rootfs = dir.path().join("rootfs.ext4");
         std::fs::write(&rootfs, vec![0u8; 4 << 20]).unwrap();
         let disk = dir.path().join("root.qcow2");
-        let err = create_root_disk(&rootfs, &disk, ByteSize(1 << 20)).unwrap_err();
+        let err = create_overlay_disk(&rootfs, &disk, ByteSize(1 << 20)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "disk size 1M is smaller than the image's root filesystem (4M)"
@@ -361,7 +385,7 @@ mod tests {
         let rootfs = dir.path().join("rootfs.ext4");
         std::fs::write(&rootfs, vec![0u8; 1 << 20]).unwrap();
         let disk = dir.path().join("root.qcow2");
-        create_root_disk(&rootfs, &disk, ByteSize(50 << 30)).unwrap();
+        create_overlay_disk(&rootfs, &disk, ByteSize(50 << 30)).unwrap();
         let info = run(Command::new("qemu-img")
             .args(["info", "--output=json"])
             .arg(&disk))
@@ -382,7 +406,6 @@ mod tests {
             name: VmName::new("bold-fox").unwrap(),
             vcpus: 1,
             memory_mib: 256,
-            disk: ByteSize(1 << 30),
             net: None,
             authorized_keys: vec!["ssh-ed25519 AAAAtest user".into()],
         };
@@ -396,9 +419,9 @@ mod tests {
         assert_eq!(config.authorized_keys, spec.authorized_keys);
         assert!(config.ssh_host_key.contains("BEGIN OPENSSH PRIVATE KEY"));
         let again = write_config_drive(&spec, dir.path()).unwrap();
-        assert_ne!(
-            public, again,
-            "every boot of a new VM gets its own host key"
-        );
+        assert_eq!(public, again, "a VM keeps its host key across boots");
+        let other = tempfile::tempdir().unwrap();
+        let fresh = write_config_drive(&spec, other.path()).unwrap();
+        assert_ne!(public, fresh, "every new VM gets its own host key");
     }
 }

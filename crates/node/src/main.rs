@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boxcutter_image::{build_image, validate_image, ImageBuildConfig};
-use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec};
+use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec, RootDisk};
 use boxcutter_types::guest::GuestNet;
 use boxcutter_types::{ByteSize, VmName};
 use boxcutter_vmm::kvm::{kvm_verdict, ProbeConfig};
@@ -188,7 +188,6 @@ async fn guest_boot(args: BootArgs) -> anyhow::Result<()> {
         name: args.name,
         vcpus: args.vcpus,
         memory_mib: args.ram,
-        disk: args.disk,
         net: guest_net(args.tap, args.ip.as_deref(), args.gateway, args.dns)?,
         authorized_keys: keys
             .lines()
@@ -199,6 +198,7 @@ async fn guest_boot(args: BootArgs) -> anyhow::Result<()> {
     let env = BootEnv {
         image_dir: args.image,
         vm_dir: args.dir,
+        root_disk: RootDisk::Overlay { size: args.disk },
         qemu: "qemu-system-x86_64".into(),
         accel: verdict.accel,
         tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),

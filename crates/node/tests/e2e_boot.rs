@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use boxcutter_image::{build_image, ImageBuildConfig};
 use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
-use boxcutter_node::guest::{boot_guest, BootEnv, BootError, GuestNetSpec, GuestSpec};
+use boxcutter_node::guest::{boot_guest, BootEnv, BootError, GuestNetSpec, GuestSpec, RootDisk};
 use boxcutter_types::guest::GuestNet;
 use boxcutter_types::{ByteSize, VmName};
 use boxcutter_vmm::kvm::Accel;
@@ -108,6 +108,9 @@ fn env(sandbox: &Sandbox, image: PathBuf) -> BootEnv {
     BootEnv {
         image_dir: image,
         vm_dir: sandbox.vm_dir(),
+        root_disk: RootDisk::Overlay {
+            size: ByteSize(3 << 30),
+        },
         qemu: "qemu-system-x86_64".into(),
         // The KVM probe has its own tests; on these machines KVM cannot run a normal kernel.
         accel: Accel::Tcg,
@@ -164,7 +167,6 @@ async fn e2e_guest_boots_answers_ssh_and_powers_off_cleanly() {
         name: VmName::new("e2e-guest").unwrap(),
         vcpus: 2,
         memory_mib: 512,
-        disk: ByteSize(3 << 30),
         net: Some(GuestNetSpec {
             tap: tap.to_string(),
             guest: GuestNet {
@@ -247,7 +249,6 @@ async fn e2e_corrupted_or_missing_image_is_named_without_booting() {
         name: VmName::new("broken").unwrap(),
         vcpus: 1,
         memory_mib: 256,
-        disk: ByteSize(2 << 30),
         net: None,
         authorized_keys: vec![],
     };
