@@ -2,9 +2,11 @@
 //!
 //! `image`: golden image build, cold (empty cache) and cached.
 //! `boot`:  QEMU launch → guest agent ready, launch → SSH banner, and QEMU's peak RSS.
+//! `disk`:  a 50 GiB VM disk from a 2 GiB golden image: reflink clone against a full copy.
 //! Every figure is the median of several runs, with min and max beside it.
 
 mod boot;
+mod disk;
 mod stats;
 
 use std::path::PathBuf;
@@ -52,6 +54,15 @@ enum Bench {
         #[arg(long)]
         guest_agent: Option<PathBuf>,
     },
+    /// VM disk creation in a loop-mounted XFS pool: reflink clone against `cp`.
+    Disk {
+        /// Reflink clones to time (per measured size).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Full copies to time (each writes 2 GiB).
+        #[arg(long, default_value_t = 3)]
+        cp_runs: usize,
+    },
 }
 
 #[tokio::main]
@@ -72,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             build_image(&config, &image)?;
             boot::bench_boot(runs, ram, &image).await
         }
+        Bench::Disk { runs, cp_runs } => disk::bench_disk(runs, cp_runs),
     }
 }
 
