@@ -122,7 +122,9 @@ pub enum PoolError {
 pub struct PoolConfig {
     /// The node's data directory; the pool lives in `data_dir/pool`.
     pub data_dir: PathBuf,
-    /// Size of the sparse loop file when one has to be made; ignored for an existing one.
+    /// Size of the sparse loop file when one has to be made.
+    // Limitation: an existing pool image keeps the size it was made with; a larger
+    // `loop_size` later does not grow it (that would take `losetup -c` and `xfs_growfs`).
     pub loop_size: ByteSize,
     /// Use a loop-mounted XFS even when `data_dir` supports reflink (tests, benchmarks).
     pub force_loop: bool,
@@ -218,6 +220,9 @@ impl StoragePool {
     /// written under a temporary name and renamed into place read-only.
     pub fn import_golden(&self, image_rootfs: &Path, version: &str) -> Result<PathBuf, PoolError> {
         let dest = self.golden_path(version)?;
+        // Limitation: the version is trusted as given, not checked against the content's
+        // hash (that would read the whole image); a caller passing the wrong version for a
+        // file would publish that file under it.
         if dest
             .try_exists()
             .map_err(io_err("look for golden image", &dest))?
@@ -271,7 +276,9 @@ impl StoragePool {
         clone_into(src, dest, None)
     }
 
-    /// The pool's capacity and use.
+    /// The pool's capacity and use. For a directory pool these are the figures of the whole
+    /// filesystem holding `data_dir`. Blocks of a removed file are freed in the background,
+    /// so `used_bytes` can lag a deletion by a moment.
     pub fn usage(&self) -> Result<PoolUsage, PoolError> {
         let pool = statvfs(&self.root)?;
         let mut usage = PoolUsage {
@@ -461,6 +468,9 @@ fn mount_ensure(image: &Path, root: &Path, size: ByteSize) -> Result<bool, PoolE
         format_image(image, size)?;
     }
     // mount(8) attaches a free loop device with autoclear, so unmounting frees it.
+    // Limitation: the loop device does buffered I/O on the image, so pool data can sit in
+    // the page cache twice (the pool's and the image file's); direct I/O would need
+    // losetup's --direct-io and an explicit detach, which mount's loop option lacks.
     run(Command::new("mount")
         .args(["-t", "xfs", "-o", "loop,discard"])
         .arg(image)
@@ -495,7 +505,11 @@ fn format_image(image: &Path, size: ByteSize) -> Result<(), PoolError> {
 
 /// Accepts a mount at the pool root only if it is XFS on a loop device backed by `image`.
 fn check_ours(mount: &MountEntry, image: &Path, mount_point: &Path) -> Result<(), PoolError> {
-    let image = fs::canonicalize(image).map_err(io_err("resolve pool image", image))?;
+    // The image may not exist (a foreign mount before the first open): resolve its directory.
+    let dir = image.parent().unwrap_or(Path::new("."));
+    let image = fs::canonicalize(dir)
+        .map_err(io_err("resolve data directory", dir))?
+        .join(image.file_name().unwrap_or_default());
     let backing = loop_backing_file(&mount.source);
     if mount.fstype == "xfs" && backing.as_deref() == Some(image.as_path()) {
         return Ok(());

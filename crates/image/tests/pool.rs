@@ -71,6 +71,25 @@ fn reopening_after_unmount_keeps_the_data() {
 }
 
 #[test]
+fn something_else_mounted_at_the_pool_is_refused() {
+    let Some(t) = TestPool::new() else { return };
+    fs::create_dir(t.mount_point()).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(t.mount_point())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = StoragePool::open(t.config(true)).unwrap_err();
+    assert!(matches!(err, PoolError::ForeignMount { .. }), "{err}");
+    assert!(err.to_string().contains("tmpfs"), "{err}");
+    assert!(
+        !t.image().exists(),
+        "nothing is formatted under a foreign mount"
+    );
+}
+
+#[test]
 fn plain_ext4_has_no_reflink_so_the_loop_is_used() {
     let Some(t) = TestPool::new() else { return };
     assert!(!supports_reflink(t.dir()).unwrap());
@@ -141,6 +160,7 @@ fn clone_file_copies_a_disk_as_is() {
         ),
         "{err}"
     );
+    assert_eq!(fs::metadata(&copy).unwrap().len(), 10 * GIB);
     t.finish(pool);
 }
 
@@ -250,13 +270,16 @@ impl TestPool {
         self.dir().join("pool")
     }
 
-    fn open(&self, force_loop: bool) -> StoragePool {
-        StoragePool::open(PoolConfig {
+    fn config(&self, force_loop: bool) -> PoolConfig {
+        PoolConfig {
             data_dir: self.dir().to_owned(),
             loop_size: ByteSize(8 * GIB),
             force_loop,
-        })
-        .unwrap()
+        }
+    }
+
+    fn open(&self, force_loop: bool) -> StoragePool {
+        StoragePool::open(self.config(force_loop)).unwrap()
     }
 
     /// A 2 GiB golden image outside the pool: mostly a hole, with 64 MiB of data and a

@@ -1,4 +1,4 @@
-//! Host networking: network namespaces, bridges and TAP devices (and, later, veth pairs and
+//! Host networking: network namespaces, bridges, veth pairs and TAP devices (and, later,
 //! Boxcutter's nftables rule set).
 //!
 //! Devices are managed through iproute2's `ip` with argument vectors built from validated
@@ -9,7 +9,9 @@ mod link;
 mod names;
 mod netns;
 
-pub use link::{bridge_ensure, link_delete, link_exists, tap_ensure, Ipv4Cidr};
+pub use link::{
+    address_ensure, bridge_ensure, link_delete, link_exists, tap_ensure, veth_ensure, Ipv4Cidr,
+};
 pub use names::{IfName, NameError, NetnsName};
 pub use netns::Netns;
 

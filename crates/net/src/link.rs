@@ -1,4 +1,4 @@
-//! Bridges and TAP devices, in the host namespace or a named one.
+//! Bridges, TAP devices, veth pairs and addresses, in the host namespace or a named one.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -77,6 +77,52 @@ pub fn tap_ensure(
         ns,
         &["link", "set", name.as_str(), "up"],
         "bring tap up",
+        name,
+    )
+}
+
+/// Makes sure veth pair `name` (in `ns`) / `peer` (in `peer_ns`, or in `ns` when `None`)
+/// exists and both ends are up. An existing `name` is taken as the pair and only brought up.
+pub fn veth_ensure(
+    ns: Option<&Netns>,
+    name: &IfName,
+    peer_ns: Option<&Netns>,
+    peer: &IfName,
+) -> Result<(), NetError> {
+    if !link_exists(ns, name)? {
+        let mut args = vec!["link", "add", name.as_str(), "type", "veth"];
+        args.extend(["peer", "name", peer.as_str()]);
+        if let Some(peer_ns) = peer_ns {
+            args.extend(["netns", peer_ns.name().as_str()]);
+        }
+        ip(ns, &args, "create veth pair", name)?;
+    }
+    ip(
+        ns,
+        &["link", "set", name.as_str(), "up"],
+        "bring veth up",
+        name,
+    )?;
+    let peer_ns = peer_ns.or(ns);
+    ip(
+        peer_ns,
+        &["link", "set", peer.as_str(), "up"],
+        "bring veth up",
+        peer,
+    )
+}
+
+/// Makes sure link `name` in `ns` carries `address` (other addresses are left alone).
+pub fn address_ensure(
+    ns: Option<&Netns>,
+    name: &IfName,
+    address: Ipv4Cidr,
+) -> Result<(), NetError> {
+    let cidr = address.to_string();
+    ip(
+        ns,
+        &["addr", "replace", &cidr, "dev", name.as_str()],
+        "add address to",
         name,
     )
 }
