@@ -179,17 +179,7 @@ impl StoragePool {
         fs::create_dir_all(&root).map_err(io_err("create pool root", &root))?;
 
         let pool = if use_loop {
-            let mounted_now = mount_ensure(&image, &root, config.loop_size)?;
-            if !supports_reflink(&root)? {
-                if mounted_now {
-                    let _ = nix::mount::umount2(&root, nix::mount::MntFlags::empty());
-                }
-                return Err(PoolError::NoReflink { path: root });
-            }
-            Self {
-                root,
-                image: Some(image),
-            }
+            Self::open_loop(root, image, config.loop_size)?
         } else {
             Self { root, image: None }
         };
@@ -305,6 +295,22 @@ impl StoragePool {
             tracing::info!(root = %self.root.display(), "storage pool unmounted");
         }
         Ok(())
+    }
+
+    /// Mounts (making it first if needed) the loop pool and checks that it can reflink;
+    /// unmounts again if it cannot.
+    fn open_loop(root: PathBuf, image: PathBuf, size: ByteSize) -> Result<Self, PoolError> {
+        let mounted_now = mount_ensure(&image, &root, size)?;
+        if !supports_reflink(&root)? {
+            if mounted_now {
+                let _ = nix::mount::umount2(&root, nix::mount::MntFlags::empty());
+            }
+            return Err(PoolError::NoReflink { path: root });
+        }
+        Ok(Self {
+            root,
+            image: Some(image),
+        })
     }
 
     fn golden_dir(&self) -> PathBuf {
