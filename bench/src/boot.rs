@@ -61,6 +61,7 @@ async fn run_boots(netns: &Netns, runs: usize, ram: u32, image: &Path) -> anyhow
             root_disk: RootDisk::Overlay {
                 size: ByteSize(10 << 30),
             },
+            socket_dir: None,
             qemu: "qemu-system-x86_64".into(),
             accel: Accel::Tcg,
             tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),

@@ -137,12 +137,23 @@ pub fn link_delete(ns: Option<&Netns>, name: &IfName) -> Result<(), NetError> {
 
 /// True when a link of that name exists in `ns`.
 pub fn link_exists(ns: Option<&Netns>, name: &IfName) -> Result<bool, NetError> {
-    let path = match ns {
-        None => format!("/sys/class/net/{name}"),
-        // Another namespace's sysfs is not visible from here: ask `ip`.
-        Some(ns) => return Ok(ns.links()?.iter().any(|l| l == name.as_str())),
-    };
-    Ok(std::path::Path::new(&path).exists())
+    match ns {
+        // `/sys/class/net` shows the namespace sysfs was mounted in, which is not ours when
+        // we were moved into a namespace with `setns` alone; `/proc/thread-self/net` always
+        // shows the calling thread's.
+        None => Ok(own_links().iter().any(|l| l == name.as_str())),
+        Some(ns) => Ok(ns.links()?.iter().any(|l| l == name.as_str())),
+    }
+}
+
+/// Interface names of the calling thread's network namespace.
+pub(crate) fn own_links() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .collect()
 }
 
 fn ip(ns: Option<&Netns>, args: &[&str], action: &str, name: &IfName) -> Result<(), NetError> {

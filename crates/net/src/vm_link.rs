@@ -108,24 +108,13 @@ pub fn vm_link_remove(ns: Option<&Netns>, link: &VmLink) -> Result<(), FirewallE
 pub fn vm_taps(ns: Option<&Netns>) -> Result<Vec<IfName>, NetError> {
     let names = match ns {
         Some(ns) => ns.links()?,
-        None => host_links(),
+        None => crate::link::own_links(),
     };
     Ok(names
         .into_iter()
         .filter(|n| n.starts_with(TAP_PREFIX))
         .filter_map(|n| IfName::new(n).ok())
         .collect())
-}
-
-/// Interface names of the calling thread's namespace: `/proc/thread-self/net`, because
-/// `/sys/class/net` shows the namespace sysfs was mounted in, which is not the caller's
-/// after a bare `setns`.
-fn host_links() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default();
-    text.lines()
-        .skip(2)
-        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_string()))
-        .collect()
 }
 
 /// One TAP, one guest address: a link may only replace itself.

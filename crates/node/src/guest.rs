@@ -59,6 +59,8 @@ pub struct BootEnv {
     pub vm_dir: PathBuf,
     /// The root disk.
     pub root_disk: RootDisk,
+    /// Where QEMU's sockets go (default: the VM directory).
+    pub socket_dir: Option<PathBuf>,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
     /// KVM or TCG.
@@ -69,6 +71,16 @@ pub struct BootEnv {
     pub netns: Option<PathBuf>,
     /// How long the guest may take to report ready.
     pub ready_timeout: Duration,
+}
+
+impl BootEnv {
+    /// The VM's runtime files.
+    pub fn runtime_paths(&self) -> RuntimePaths {
+        match &self.socket_dir {
+            Some(sockets) => RuntimePaths::with_socket_dir(&self.vm_dir, sockets),
+            None => RuntimePaths::in_dir(&self.vm_dir),
+        }
+    }
 }
 
 /// Where the root disk comes from.
@@ -307,7 +319,7 @@ fn qemu_config(spec: &GuestSpec, env: &BootEnv, image: &ImagePaths, root: Disk) 
             tap: n.tap.clone(),
             mac: guest_mac(&spec.name),
         }),
-        paths: RuntimePaths::in_dir(&env.vm_dir),
+        paths: env.runtime_paths(),
     }
 }
 

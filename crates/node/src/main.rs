@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boxcutter_image::{build_image, validate_image, ImageBuildConfig};
+use boxcutter_net::{FirewallConfig, IfName, Ipv4Cidr};
+use boxcutter_node::daemon;
 use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec, RootDisk};
 use boxcutter_types::guest::GuestNet;
 use boxcutter_types::{ByteSize, VmName};
@@ -25,12 +27,90 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent: serve its API and own the VMs in its data directory.
+    Run(RunArgs),
+    /// Print a token for this node's API, signed with the cluster secret.
+    Token {
+        /// Cluster secret file.
+        #[arg(long, default_value = "/var/lib/boxcutter/secrets/cluster.key")]
+        secret_file: PathBuf,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Guest images.
     #[command(subcommand)]
     Image(ImageCommand),
     /// A single guest, outside the agent's control (for bring-up and benchmarks).
     #[command(subcommand)]
     Guest(GuestCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// This node's id.
+    #[arg(long, default_value = "boxcutter-node-1")]
+    id: String,
+    /// Data directory (storage pool and VM directories).
+    #[arg(long, default_value = "/var/lib/boxcutter/node")]
+    data_dir: PathBuf,
+    /// Golden image directory (see `image build`).
+    #[arg(long)]
+    image: PathBuf,
+    /// API address.
+    #[arg(long, default_value = "0.0.0.0:8800")]
+    listen: std::net::SocketAddr,
+    /// Cluster secret file (created if missing).
+    #[arg(long, default_value = "/var/lib/boxcutter/secrets/cluster.key")]
+    secret_file: PathBuf,
+    /// Cluster-wide guest address range(s); guests never reach them.
+    #[arg(long = "guest-range", default_value = "10.240.0.0/12", value_parser = parse_cidr)]
+    guest_ranges: Vec<Ipv4Cidr>,
+    /// Interface to the internet.
+    #[arg(long, default_value = "eth0")]
+    uplink: String,
+    /// Egress proxy port on guests' gateways (paranoid mode).
+    #[arg(long, default_value_t = 3128)]
+    proxy_port: u16,
+    /// Networks guests never reach (management networks).
+    #[arg(long = "block", value_parser = parse_cidr)]
+    blocked: Vec<Ipv4Cidr>,
+    /// Size of the storage pool's loop file, when one is needed.
+    #[arg(long, default_value = "200G")]
+    pool_size: ByteSize,
+    /// Use a loop-mounted XFS pool even where reflink works.
+    #[arg(long)]
+    force_loop_pool: bool,
+    /// RAM kept for the node itself, MiB.
+    #[arg(long, default_value_t = 1024)]
+    reserved_ram: u64,
+    /// Guest RAM per MiB of physical RAM.
+    #[arg(long, default_value_t = 1.0)]
+    ram_overcommit: f64,
+    /// vCPUs per physical CPU.
+    #[arg(long, default_value_t = 4.0)]
+    cpu_overcommit: f64,
+    /// Upstream DNS server for guests (default: from /etc/resolv.conf).
+    #[arg(long)]
+    dns_upstream: Option<std::net::SocketAddr>,
+    /// Directory for QEMU's sockets (default: /run/boxcutter/<id>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
+    let (addr, prefix) = text.split_once('/').ok_or("expected ADDRESS/PREFIX")?;
+    let address = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+    let prefix_len: u8 = prefix
+        .parse()
+        .map_err(|_| format!("bad prefix {prefix:?}"))?;
+    if prefix_len > 32 {
+        return Err(format!("bad prefix {prefix_len}"));
+    }
+    Ok(Ipv4Cidr {
+        address,
+        prefix_len,
+    })
 }
 
 #[derive(Subcommand)]
@@ -120,11 +200,19 @@ struct BootArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Run(args) => daemon::run(daemon_config(args)?).await,
+        Command::Token { secret_file, ttl } => {
+            let secret = boxcutter_auth::ClusterSecret::load_or_create(&secret_file)?;
+            println!("{}", secret.issue(boxcutter_node::api::AUDIENCE, ttl));
+            Ok(())
+        }
         Command::Image(ImageCommand::Build {
             out,
             cache_dir,
@@ -150,6 +238,32 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn daemon_config(args: RunArgs) -> anyhow::Result<daemon::DaemonConfig> {
+    Ok(daemon::DaemonConfig {
+        data_dir: args.data_dir,
+        image_dir: args.image,
+        listen: args.listen,
+        secret_file: args.secret_file,
+        firewall: FirewallConfig {
+            guest_ranges: args.guest_ranges,
+            uplink: IfName::new(args.uplink)?,
+            proxy_port: args.proxy_port,
+            blocked: args.blocked,
+        },
+        pool_size: args.pool_size,
+        force_loop_pool: args.force_loop_pool,
+        reserved_ram_mib: args.reserved_ram,
+        ram_overcommit: args.ram_overcommit,
+        cpu_overcommit: args.cpu_overcommit,
+        cache_dir: CACHE_DIR.into(),
+        dns_upstream: args.dns_upstream,
+        run_dir: args
+            .run_dir
+            .unwrap_or_else(|| Path::new("/run/boxcutter").join(&args.id)),
+        node_id: args.id,
+    })
 }
 
 fn image_build(out: PathBuf, cache_dir: PathBuf, agent: Option<PathBuf>) -> anyhow::Result<()> {
@@ -199,6 +313,7 @@ async fn guest_boot(args: BootArgs) -> anyhow::Result<()> {
         image_dir: args.image,
         vm_dir: args.dir,
         root_disk: RootDisk::Overlay { size: args.disk },
+        socket_dir: None,
         qemu: "qemu-system-x86_64".into(),
         accel: verdict.accel,
         tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),

@@ -47,6 +47,11 @@ impl VmStore {
         Ok(Self { root })
     }
 
+    /// The directory all VM directories are in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of VM `name`.
     pub fn dir(&self, name: &VmName) -> PathBuf {
         self.root.join(name.as_str())

@@ -111,6 +111,7 @@ fn env(sandbox: &Sandbox, image: PathBuf) -> BootEnv {
         root_disk: RootDisk::Overlay {
             size: ByteSize(3 << 30),
         },
+        socket_dir: None,
         qemu: "qemu-system-x86_64".into(),
         // The KVM probe has its own tests; on these machines KVM cannot run a normal kernel.
         accel: Accel::Tcg,

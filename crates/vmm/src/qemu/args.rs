@@ -95,6 +95,16 @@ impl RuntimePaths {
             pidfile: dir.join("qemu.pid"),
         }
     }
+
+    /// Files in the VM directory, sockets in `socket_dir`: a Unix socket path must fit in
+    /// 108 bytes, which a deep VM directory with a long VM name can exceed.
+    pub fn with_socket_dir(dir: &Path, socket_dir: &Path) -> Self {
+        Self {
+            qmp: socket_dir.join("qmp.sock"),
+            agent: socket_dir.join("agent.sock"),
+            ..Self::in_dir(dir)
+        }
+    }
 }
 
 /// A path QEMU's option syntax would misread.
