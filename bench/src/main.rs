@@ -2,11 +2,13 @@
 //!
 //! `image`: golden image build, cold (empty cache) and cached.
 //! `boot`:  QEMU launch → guest agent ready, launch → SSH banner, and QEMU's peak RSS.
+//! `node`:  create latency by phase, ten concurrent creates, agent memory.
 //! `disk`:  a 50 GiB VM disk from a 2 GiB golden image: reflink clone against a full copy.
 //! Every figure is the median of several runs, with min and max beside it.
 
 mod boot;
 mod disk;
+mod node;
 mod stats;
 
 use std::path::PathBuf;
@@ -54,6 +56,18 @@ enum Bench {
         #[arg(long)]
         guest_agent: Option<PathBuf>,
     },
+    /// Node agent: create latency by phase, concurrent creates, agent memory.
+    Node {
+        /// Sequential creates to measure phases on.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Creates issued at once.
+        #[arg(long, default_value_t = 10)]
+        concurrent: u32,
+        /// Image directory (built if missing).
+        #[arg(long, default_value = "/var/cache/boxcutter/bench-image")]
+        image: PathBuf,
+    },
     /// VM disk creation in a loop-mounted XFS pool: reflink clone against `cp`.
     Disk {
         /// Reflink clones to time (per measured size).
@@ -84,6 +98,15 @@ async fn main() -> anyhow::Result<()> {
             boot::bench_boot(runs, ram, &image).await
         }
         Bench::Disk { runs, cp_runs } => disk::bench_disk(runs, cp_runs),
+        Bench::Node {
+            runs,
+            concurrent,
+            image,
+        } => {
+            let config = ImageBuildConfig::from_host(agent_path(None)?, CACHE.into())?;
+            build_image(&config, &image)?;
+            node::bench_node(runs, concurrent, image).await
+        }
     }
 }
 

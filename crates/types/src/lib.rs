@@ -4,6 +4,7 @@
 pub mod api;
 pub mod guest;
 pub mod name;
+pub mod orch;
 pub mod size;
 pub mod vm;
 
