@@ -160,10 +160,20 @@ pub struct BootTimings {
 
 /// Boots `spec` and waits for the guest agent's ready report.
 pub async fn boot_guest(spec: &GuestSpec, env: &BootEnv) -> Result<BootedGuest, BootError> {
+    boot_guest_reporting(spec, env, &|_| {}).await
+}
+
+/// [`boot_guest`], calling `launched` with QEMU's pid as soon as QEMU runs (before the
+/// guest is ready), so callers can report the two phases apart.
+pub async fn boot_guest_reporting(
+    spec: &GuestSpec,
+    env: &BootEnv,
+    launched: &(dyn Fn(i32) + Sync),
+) -> Result<BootedGuest, BootError> {
     let image = validate_image(&env.image_dir)?;
     std::fs::create_dir_all(&env.vm_dir).map_err(io_err(&env.vm_dir))?;
     let mut undo = Undo::default();
-    let result = boot_steps(spec, env, &image, &mut undo).await;
+    let result = boot_steps(spec, env, &image, &mut undo, launched).await;
     if result.is_err() {
         undo.run().await;
     }
@@ -175,6 +185,7 @@ async fn boot_steps(
     env: &BootEnv,
     image: &ImagePaths,
     undo: &mut Undo,
+    launched: &(dyn Fn(i32) + Sync),
 ) -> Result<BootedGuest, BootError> {
     let mut timings = BootTimings::default();
     let step = Instant::now();
@@ -213,6 +224,7 @@ async fn boot_steps(
     ]);
     let vm = QemuVm::launch(&config, env.netns.as_deref()).await?;
     undo.vm = Some(vm.clone());
+    launched(vm.pid());
     timings.launch = step.elapsed();
 
     let step = Instant::now();

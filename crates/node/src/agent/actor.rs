@@ -18,7 +18,7 @@ use super::context::NodeContext;
 use super::error::{chain, NodeError};
 use super::progress::Progress;
 use super::registry::Registry;
-use crate::guest::boot_guest;
+use crate::guest::boot_guest_reporting;
 use crate::lifecycle::{allowed, transition, Event, Operation};
 
 /// How often a running VM's task checks that its QEMU still exists.
@@ -258,12 +258,14 @@ impl VmActor {
     async fn boot(&mut self, progress: &Progress) -> Result<(), NodeError> {
         let guest = self.ctx.guest_spec(&self.record.spec);
         let env = self.ctx.boot_env(&self.record.spec.name);
-        let booted = boot_guest(&guest, &env)
+        let launched =
+            |pid| progress.step("boot", format!("qemu running (pid {pid}); guest booting"));
+        let booted = boot_guest_reporting(&guest, &env, &launched)
             .await
             .map_err(|e| NodeError::internal("boot", &e))?;
         let t = booted.timings;
         progress.step(
-            "boot",
+            "ready",
             format!(
                 "guest ready: launch {} ms, boot {} ms",
                 t.launch.as_millis(),
