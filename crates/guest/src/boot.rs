@@ -7,7 +7,8 @@
 //! mounts -> cmdline -> root-disk -> keys -> sshd-launch
 //!        -> [resize2fs: thread -------------------------------------------+]
 //!        -> [agent channel writer, power-button watchers: threads]        |
-//!        -> identity -> network -> sshd (until it accepts) -> join resize <+
+//!        -> identity -> network -> metadata-keys                          |
+//!        -> sshd (until it accepts) -> join resize <----------------------+
 //!        -> Ready
 //! ```
 //!
@@ -15,9 +16,15 @@
 //! TCG: it loads its libraries and its key): everything else is done while sshd starts.
 //! Everything but `resize2fs` and sshd runs in-process with syscalls. Ready waits for all
 //! of it, `resize2fs` included: the node checks the filesystem's size right after.
+//!
+//! `metadata-keys` (only with `boxcutter.net`) replaces the config drive's authorized keys
+//! with the metadata service's, before Ready because the node may log in right after.
+//! If the service cannot be used the config drive's keys stay: that is one console
+//! warning, not a `Failed` event, since the guest is usable as it is.
 
 use std::any::Any;
 use std::io;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Child;
@@ -33,6 +40,7 @@ use crate::disks::{self, DiskError, RootDevice};
 use crate::identity::{self, IdentityError};
 use crate::keys::{self, KeysError};
 use crate::layout::Layout;
+use crate::metadata::{self, MetadataError, Timeouts};
 use crate::mounts::{self, MountError};
 use crate::net::{self, Interface, NetError};
 use crate::power_button;
@@ -73,6 +81,9 @@ pub enum StepError {
     /// Installing keys failed.
     #[error(transparent)]
     Keys(#[from] KeysError),
+    /// The metadata service could not be used.
+    #[error("get authorized keys from the metadata service")]
+    Metadata(#[from] MetadataError),
     /// Growing the root filesystem failed.
     #[error(transparent)]
     Resize(#[from] ResizeError),
@@ -145,6 +156,16 @@ pub fn boot(layout: &Layout, reporter: &Reporter, pending: Pending) -> Booted {
     );
     let net = params.as_ref().and_then(|p| p.net.as_ref());
     steps.run("network", || Ok(net::configure(layout, net)?), describe_net);
+    if net.is_some() {
+        let fetch = || metadata_keys_step(layout, metadata::METADATA_ADDR, Timeouts::BOOT);
+        let count = |n: &usize| format!("authorized_keys={n}");
+        steps.run_optional(
+            "metadata-keys",
+            "keeping the config-drive keys",
+            fetch,
+            count,
+        );
+    }
 
     let sshd = sshd.and_then(|c| steps.run("sshd", || Ok(sshd::await_ready(c)?), pid));
     if let Some(resize) = resize {
@@ -187,23 +208,16 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// Runs a step whose failure is reported to the node as `Failed`.
     fn run<T>(
         &self,
         name: &'static str,
         step: impl FnOnce() -> Result<T, StepError>,
         describe: impl FnOnce(&T) -> String,
     ) -> Option<T> {
-        let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(step))
-            .unwrap_or_else(|panic| Err(StepError::Panicked(panic_message(&*panic))));
-        let elapsed_ms = started.elapsed().as_millis();
+        let (result, elapsed_ms) = timed(step);
         match result {
-            Ok(value) => {
-                let detail = describe(&value);
-                let space = if detail.is_empty() { "" } else { " " };
-                info!("{name}: done elapsed_ms={elapsed_ms}{space}{detail}");
-                Some(value)
-            }
+            Ok(value) => Some(log_done(name, elapsed_ms, value, describe)),
             Err(e) => {
                 let text = console::chain(&e);
                 error!("{name}: failed elapsed_ms={elapsed_ms}: {text}");
@@ -215,6 +229,41 @@ impl Steps<'_> {
             }
         }
     }
+
+    /// Runs a step whose failure leaves the guest usable as it is: the failure is one
+    /// warning saying what stays in effect (`fallback`), and is not reported.
+    fn run_optional<T>(
+        &self,
+        name: &'static str,
+        fallback: &str,
+        step: impl FnOnce() -> Result<T, StepError>,
+        describe: impl FnOnce(&T) -> String,
+    ) -> Option<T> {
+        let (result, elapsed_ms) = timed(step);
+        match result {
+            Ok(value) => Some(log_done(name, elapsed_ms, value, describe)),
+            Err(e) => {
+                let text = console::chain(&e);
+                warn!("{name}: {fallback} elapsed_ms={elapsed_ms}: {text}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs `step`, a panic turned into an error; returns its result and its milliseconds.
+fn timed<T>(step: impl FnOnce() -> Result<T, StepError>) -> (Result<T, StepError>, u128) {
+    let started = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(step))
+        .unwrap_or_else(|panic| Err(StepError::Panicked(panic_message(&*panic))));
+    (result, started.elapsed().as_millis())
+}
+
+fn log_done<T>(name: &str, elapsed_ms: u128, value: T, describe: impl FnOnce(&T) -> String) -> T {
+    let detail = describe(&value);
+    let space = if detail.is_empty() { "" } else { " " };
+    info!("{name}: done elapsed_ms={elapsed_ms}{space}{detail}");
+    value
 }
 
 fn read_params(layout: &Layout) -> Result<BootParams, StepError> {
@@ -253,6 +302,17 @@ fn keys_step(layout: &Layout, root: Option<&RootDevice>) -> Result<String, StepE
         installed.authorized_keys,
         installed.host_key_fingerprint
     ))
+}
+
+/// Replaces the config drive's authorized keys with the metadata service's at `addr`;
+/// returns how many it installed. Nothing is written unless the whole answer is good.
+fn metadata_keys_step(
+    layout: &Layout,
+    addr: SocketAddr,
+    timeouts: Timeouts,
+) -> Result<usize, StepError> {
+    let keys = metadata::fetch_ssh_keys(addr, timeouts)?;
+    Ok(keys::install_authorized_keys(layout, &keys)?)
 }
 
 /// How long ready may wait for `resize2fs`; an online grow of a large disk under TCG takes
@@ -367,6 +427,86 @@ mod tests {
         let params = read_params(&layout).unwrap();
         assert_eq!(params.name.as_str(), "bold-fox");
         assert_eq!(params.net, None);
+    }
+
+    #[test]
+    fn metadata_keys_replace_the_config_drive_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, file) = root_with_config_drive_keys(dir.path());
+        let keys = "ssh-ed25519 AAAA new@x\n\nk2\n";
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8";
+        let addr = serve_once(format!(
+            "{head}\r\ncontent-length: {}\r\n\r\n{keys}",
+            keys.len()
+        ));
+
+        let (reporter, pending) = channel::reporter();
+        let steps = Steps {
+            reporter: &reporter,
+        };
+        let fetch = || metadata_keys_step(&layout, addr, Timeouts::BOOT);
+        let installed = steps.run_optional("metadata-keys", "keeping", fetch, |_| String::new());
+        assert_eq!(installed, Some(2));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "ssh-ed25519 AAAA new@x\nk2\n"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(drain(reporter, pending), []);
+    }
+
+    #[test]
+    fn metadata_error_keeps_the_config_drive_keys_and_is_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, file) = root_with_config_drive_keys(dir.path());
+        let addr = serve_once("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".into());
+
+        let (reporter, pending) = channel::reporter();
+        let steps = Steps {
+            reporter: &reporter,
+        };
+        let fetch = || metadata_keys_step(&layout, addr, Timeouts::BOOT);
+        let installed = steps.run_optional("metadata-keys", "keeping", fetch, |_| String::new());
+        assert_eq!(installed, None);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "config-drive-key\n"
+        );
+        assert_eq!(drain(reporter, pending), []);
+    }
+
+    /// A fake root whose `dev` is the test's user, with one key from "the config drive";
+    /// returns the layout and the `authorized_keys` path.
+    fn root_with_config_drive_keys(dir: &std::path::Path) -> (Layout, PathBuf) {
+        let layout = Layout::under(dir);
+        std::fs::create_dir_all(layout.file("/etc")).unwrap();
+        std::fs::create_dir_all(layout.file("/home/dev")).unwrap();
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        let passwd = format!("dev:x:{uid}:{gid}::/home/dev:/bin/bash\n");
+        std::fs::write(layout.file("/etc/passwd"), passwd).unwrap();
+        keys::install_authorized_keys(&layout, &["config-drive-key".into()]).unwrap();
+        let file = layout.file("/home/dev/.ssh/authorized_keys");
+        (layout, file)
+    }
+
+    /// Answers one HTTP request on a loopback port with `answer`, then closes.
+    fn serve_once(answer: String) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                assert_ne!(n, 0, "request cut short");
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(answer.as_bytes()).unwrap();
+        });
+        addr
     }
 
     /// Collects the events a reporter sent, through an in-memory transport.

@@ -8,6 +8,8 @@
 //! - [`identity`]: hostname, `/etc/hosts`, VM type (step 2)
 //! - [`net`] over [`netlink`]: loopback, address, route, resolver (step 3)
 //! - [`config_drive`] and [`keys`]: SSH keys from the config drive (step 4)
+//! - [`metadata`]: authorized keys from the node's metadata service, once the network is
+//!   up (step 4c)
 //! - [`resize`]: grow the root filesystem (step 5)
 //! - [`sshd`]: start sshd, wait for it, restart it (step 6)
 //! - [`channel`]: events to the node (step 7)
@@ -30,6 +32,7 @@ pub mod identity;
 pub mod init;
 pub mod keys;
 pub mod layout;
+pub mod metadata;
 pub mod mounts;
 pub mod net;
 pub mod netlink;
