@@ -242,9 +242,32 @@ async fn check_copy_and_destroy(node: &TestNode, key: &Path, public: &str) {
         (true, format!("{ip}/30"))
     );
 
+    // Blocks only the copy holds must go back to the pool when it is destroyed.
+    assert!(
+        ssh(
+            ip,
+            key,
+            &hosts,
+            "dd if=/dev/urandom of=~/blob bs=1M count=64 2>/dev/null && sync"
+        )
+        .0
+    );
     let health: NodeHealth = node.get("/v1/health").await.unwrap().json().await.unwrap();
     assert_eq!(health.vms.running, 4);
     assert!(node.delete("/v1/vms/vm-a-copy").await.status().is_success());
+    let mut freed = 0;
+    for _ in 0..50 {
+        let now: NodeHealth = node.get("/v1/health").await.unwrap().json().await.unwrap();
+        freed = health.disk_used_bytes.saturating_sub(now.disk_used_bytes);
+        if freed >= 48 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        freed >= 48 << 20,
+        "destroy freed only {freed} bytes of the pool"
+    );
     let dir = node.data_dir().join("pool/vms/vm-a-copy");
     assert!(!dir.exists(), "directory left");
     assert!(
