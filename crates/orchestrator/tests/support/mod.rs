@@ -22,6 +22,7 @@ use boxcutter_types::api::ApiError;
 use boxcutter_types::orch::{NodeInfo, NodeState, OrchLine, VmInfo, USER_HEADER};
 use serde::de::DeserializeOwned;
 
+#[allow(unused_imports)]
 pub use stand_in::{Behaviour, StandInNode};
 
 /// The guest range of every test cluster.
@@ -97,6 +98,7 @@ pub struct Cluster {
     pub secret: ClusterSecret,
     pub keys: KeysServer,
     pub admin_key: String,
+    guest_range: GuestRange,
     orchestrator: Option<Orchestrator>,
     addr: SocketAddr,
     client: reqwest::Client,
@@ -105,6 +107,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts an orchestrator and registers `nodes` (waiting until they are up).
     pub async fn start(secret: &ClusterSecret, nodes: &[&StandInNode]) -> Self {
+        Self::start_with_range(secret, nodes, GUEST_RANGE).await
+    }
+
+    /// [`Self::start`] with guest subnets from `range`.
+    pub async fn start_with_range(
+        secret: &ClusterSecret,
+        nodes: &[&StandInNode],
+        range: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (_, admin_key) = keygen(dir.path(), "admin");
         let key_file = dir.path().join("admin.pub");
@@ -117,6 +128,7 @@ impl Cluster {
             secret: secret.clone(),
             keys,
             admin_key,
+            guest_range: range.parse().unwrap(),
             orchestrator: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             client: reqwest::Client::new(),
@@ -136,7 +148,7 @@ impl Cluster {
         let config = OrchestratorConfig {
             db: db_path(self.dir.path()),
             secret: self.secret.clone(),
-            guest_range: GUEST_RANGE.parse::<GuestRange>().unwrap(),
+            guest_range: self.guest_range,
             keys_url: self.keys.url(),
             heartbeat: HEARTBEAT,
         };
@@ -151,6 +163,11 @@ impl Cluster {
         if let Some(o) = self.orchestrator.take() {
             o.shutdown().await;
         }
+    }
+
+    /// The admin's private key.
+    pub fn admin_identity(&self) -> PathBuf {
+        self.dir.path().join("admin_ed25519")
     }
 
     pub fn db(&self) -> PathBuf {

@@ -178,6 +178,29 @@ impl StandInNode {
         self.shared.inner.lock().unwrap().vms.remove(name);
     }
 
+    /// Holds a running VM called `name` on subnet `subnet` (a base address), as if a
+    /// create had finished while nobody listened.
+    pub fn adopt_running(&self, name: &str, subnet: &str) {
+        let spec = VmSpec {
+            name: name.parse().unwrap(),
+            vm_type: VmType::Qemu,
+            vcpus: 1,
+            ram_mib: 512,
+            disk: boxcutter_types::ByteSize(1 << 30),
+            mode: Default::default(),
+            subnet: boxcutter_types::GuestSubnet::new(subnet.parse().unwrap()).unwrap(),
+            authorized_keys: Vec::new(),
+            description: String::new(),
+        };
+        let vm = record(spec);
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .vms
+            .insert(name.into(), vm);
+    }
+
     /// Sets a VM's state behind the orchestrator's back.
     pub fn set_state(&self, name: &str, state: VmState) {
         if let Some(vm) = self.shared.inner.lock().unwrap().vms.get_mut(name) {
