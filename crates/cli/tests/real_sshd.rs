@@ -113,7 +113,9 @@ fn start_sshd(dir: &Path, port: u16, config: &Path) -> Sshd {
              \tDisableForwarding yes\n\
              \tPermitTTY no\n\
              \tPermitUserRC no\n\
-             \tAuthenticationMethods publickey\n",
+             \tAuthenticationMethods publickey\n\
+             \tPasswordAuthentication no\n\
+             \tKbdInteractiveAuthentication no\n",
             host_key.display()
         ),
     )
