@@ -395,6 +395,13 @@ mod tests {
                     description: vec!["my".into(), "dev".into(), "box".into(), "-x".into()],
                 },
             ),
+            (
+                "describe a -- -starts-with-a-dash",
+                Command::Describe {
+                    name: name("a"),
+                    description: vec!["-starts-with-a-dash".into()],
+                },
+            ),
             ("status", Command::Status),
             ("nodes", Command::Nodes),
             (
