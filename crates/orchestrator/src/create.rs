@@ -75,8 +75,8 @@ pub async fn create(
         host_key: String::new(),
         created_at: now(),
     };
-    let (row, guard) = reserve(app, template, request.name.clone(), repos).await?;
     let keys = user_keys(app, &user.name).await?;
+    let (row, guard) = reserve(app, template, request.name.clone(), repos).await?;
     let (tx, rx) = unbounded_channel();
     let progress = progress.with_sender(tx);
     if let Some(note) = &placement.note {
@@ -129,6 +129,10 @@ pub async fn copy(
 }
 
 /// Checks the request's bounds; returns its repositories, normalised.
+///
+/// Limitation: `--clone` repositories are recorded as the VM's repository grants but not
+/// cloned: the node agent's `VmSpec` has no field for them yet, so the guest never sees
+/// them.
 fn validate(request: &NewVmRequest) -> Result<Vec<String>, OrchError> {
     let bad = |m: String| Err(OrchError::BadRequest(m));
     if let Some(vcpus) = request.vcpus.filter(|v| *v == 0 || *v > MAX_VCPUS) {

@@ -14,7 +14,9 @@
 //! - the node does not know it otherwise: the row is marked `failed` (the user sees it
 //!   and can `destroy` it; the registry never silently forgets a VM someone had).
 //!
-//! VMs a node has but the registry does not place there are logged once and left alone.
+//! Limitation: VMs a node has but the registry does not place there are logged once and
+//! left alone (never destroyed on a guess), so such an orphan holds node capacity until
+//! an operator removes it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

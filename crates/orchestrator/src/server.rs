@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use boxcutter_auth::ClusterSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,6 +66,11 @@ impl Orchestrator {
         let heartbeat = tokio::spawn(crate::heartbeat::run(app.clone()));
         let (stop, mut stopped) = watch::channel(false);
         let router = crate::api::router(app);
+        // Progress lines are small writes: without TCP_NODELAY each waits for the
+        // client's delayed ACK (about 40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

@@ -54,6 +54,9 @@ pub async fn power(app: &App, user: &User, name: &str, on: bool) -> Result<VmInf
 
 /// Destroys a VM on its node and deletes its row, freeing its subnet. A VM its node does
 /// not know (any more) is simply forgotten.
+///
+/// Limitation: a VM whose node does not answer cannot be destroyed (there is no forced
+/// forget), so its row and subnet stay until the node is back.
 pub async fn destroy(app: &App, user: &User, name: &str) -> Result<(), OrchError> {
     let row = app.visible_vm(user, name).await?;
     let _guard = app.busy.claim(name)?;

@@ -67,7 +67,8 @@ pub struct StandInNode {
 }
 
 impl StandInNode {
-    /// A node with `ram_mib` of RAM (16 vCPUs, 1 TiB disk) running `supports`.
+    /// A node with `ram_mib` of RAM, a vCPU per GiB of it (at least 16) and 1 TiB of disk,
+    /// running `supports`.
     pub async fn start(
         id: &str,
         secret: &ClusterSecret,
@@ -83,7 +84,7 @@ impl StandInNode {
                 specs: Vec::new(),
                 behaviour: Behaviour::Normal,
                 totals: Resources {
-                    vcpus: 16,
+                    vcpus: (ram_mib / 1024).max(16),
                     ram_mib,
                     disk_bytes: 1 << 40,
                 },
