@@ -31,6 +31,11 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on the namespace called `name`, whether or not it exists.
+    pub fn from_name(name: NetnsName) -> Self {
+        Self { name }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &NetnsName {
         &self.name
