@@ -162,6 +162,22 @@ fn validate_login(login: &str) -> Result<(), OrchError> {
     }
 }
 
+/// A local user name (`add-admin` names the admin after the invoking account): 1-39
+/// ASCII letters, digits, `-`, `_` or `.`, not starting with `-` or `.`.
+fn validate_user_name(name: &str) -> Result<(), OrchError> {
+    let ok = !name.is_empty()
+        && name.len() <= 39
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(OrchError::BadRequest(format!("invalid user name {name:?}")))
+    }
+}
+
 fn create_user(
     conn: &mut Connection,
     name: &str,
@@ -212,7 +228,7 @@ pub async fn key_owner(app: &App, blob: &str) -> Result<UserInfo, OrchError> {
 /// running: SQLite's locking serialises the two).
 pub fn add_admin(db: &Path, name: &str, key_file: &Path) -> anyhow::Result<UserInfo> {
     use anyhow::Context;
-    validate_login(name)?;
+    validate_user_name(name)?;
     let text = std::fs::read_to_string(key_file)
         .with_context(|| format!("read {}", key_file.display()))?;
     let keys = crate::keys::parse_all(&text).with_context(|| format!("{}", key_file.display()))?;
@@ -229,4 +245,25 @@ pub fn add_admin(db: &Path, name: &str, key_file: &Path) -> anyhow::Result<UserI
     let info = registry::user_info(&tx, name)?.context("user vanished")?;
     tx.commit()?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_logins_and_local_names_follow_their_rules() {
+        for ok in ["bob", "Bob-42", "a"] {
+            assert!(validate_login(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-bob", "bob-", "b--b", "b_b", "a;b", &"a".repeat(40)] {
+            assert!(validate_login(bad).is_err(), "{bad}");
+        }
+        for ok in ["root", "john_doe", "j.doe", "ci-runner"] {
+            assert!(validate_user_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "a b", "a/b", "a;b"] {
+            assert!(validate_user_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use boxcutter_types::api::{ApiError, CopyRequest, ErrorCode, ProgressLine};
+use boxcutter_types::guest::VmType;
 use boxcutter_types::orch::{
     CopyVmRequest, NewVmRequest, OrchLine, DEFAULT_DISK, DEFAULT_RAM_MIB, DEFAULT_VCPUS,
 };
@@ -52,28 +53,12 @@ pub async fn create(
 ) -> Result<UnboundedReceiver<OrchLine>, OrchError> {
     let progress = Progress::new();
     let repos = validate(&request)?;
-    let demand = Demand {
-        vm_type: request.vm_type,
-        vcpus: request.vcpus.unwrap_or(DEFAULT_VCPUS),
-        ram_mib: request.ram_mib.unwrap_or(DEFAULT_RAM_MIB),
-        disk: request.disk.unwrap_or(DEFAULT_DISK),
-        node: request.node.clone(),
-    };
+    let demand = demand_of(&request);
     let placement = place(app, &demand).await?;
     let template = VmRow {
-        name: random_name(),
-        owner: user.name.clone(),
         node: placement.candidates[0].clone(),
-        subnet: first_subnet(app)?,
         vm_type: placement.vm_type,
-        vcpus: demand.vcpus,
-        ram_mib: demand.ram_mib,
-        disk: demand.disk,
-        mode: request.mode.unwrap_or_default(),
-        description: request.description.clone(),
-        state: VmState::Creating,
-        host_key: String::new(),
-        created_at: now(),
+        ..new_row(app, user, &request, &demand)?
     };
     let keys = user_keys(app, &user.name).await?;
     let (row, guard) = reserve(app, template, request.name.clone(), repos).await?;
@@ -126,6 +111,42 @@ pub async fn copy(
         drop((guard, source_guard));
     });
     Ok(rx)
+}
+
+/// What the request asks for, with the defaults applied.
+fn demand_of(request: &NewVmRequest) -> Demand {
+    Demand {
+        vm_type: request.vm_type,
+        vcpus: request.vcpus.unwrap_or(DEFAULT_VCPUS),
+        ram_mib: request.ram_mib.unwrap_or(DEFAULT_RAM_MIB),
+        disk: request.disk.unwrap_or(DEFAULT_DISK),
+        node: request.node.clone(),
+    }
+}
+
+/// The row of a VM about to be created; [`reserve`] fills in its name and subnet, the
+/// placement its node and type.
+fn new_row(
+    app: &App,
+    user: &User,
+    request: &NewVmRequest,
+    demand: &Demand,
+) -> Result<VmRow, OrchError> {
+    Ok(VmRow {
+        name: random_name(),
+        owner: user.name.clone(),
+        node: String::new(),
+        subnet: first_subnet(app)?,
+        vm_type: demand.vm_type.unwrap_or(VmType::Qemu),
+        vcpus: demand.vcpus,
+        ram_mib: demand.ram_mib,
+        disk: demand.disk,
+        mode: request.mode.unwrap_or_default(),
+        description: request.description.clone(),
+        state: VmState::Creating,
+        host_key: String::new(),
+        created_at: now(),
+    })
 }
 
 /// Checks the request's bounds; returns its repositories, normalised.
