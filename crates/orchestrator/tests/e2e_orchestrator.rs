@@ -1,8 +1,9 @@
 //! End to end: the orchestrator in-process over a real registry, driving a REAL node
 //! agent (`boxcutter-node run` in its own network namespaces, started by the node
 //! crate's own test harness) that boots a real QEMU guest. One VM is created through the
-//! orchestrator's API, reached over SSH with the host key the orchestrator recorded, and
-//! destroyed, leaving nothing on the node and nothing in the registry.
+//! orchestrator's API, reached over SSH with the host key the orchestrator recorded,
+//! survives an orchestrator restart, and is destroyed, leaving nothing on the node and
+//! nothing in the registry.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,7 +21,7 @@ use support::Cluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_orchestrator_creates_reaches_and_destroys_a_real_guest() {
     let node = node_support::TestNode::start("orch", 41).await;
-    let cluster = Cluster::start_with_range(&node.secret, &[], &node.guest_range()).await;
+    let mut cluster = Cluster::start_with_range(&node.secret, &[], &node.guest_range()).await;
     let url = format!("http://{}:8800", node.mgmt_node_ip);
     cluster.register("node-orch", &url).await;
     cluster.wait_node("node-orch", NodeState::Up).await;
@@ -53,6 +54,14 @@ async fn e2e_orchestrator_creates_reaches_and_destroys_a_real_guest() {
         run("cat /etc/boxcutter/vm-type"),
         (true, "qemu".to_string())
     );
+
+    // A restarted orchestrator finds the VM as it was, and the guest never noticed.
+    cluster.halt().await;
+    cluster.boot().await;
+    cluster.wait_node("node-orch", NodeState::Up).await;
+    let listed: Vec<VmInfo> = cluster.get(Some("admin"), "/v1/vms").await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&vm));
+    assert_eq!(run("hostname"), (true, "e2e-vm".to_string()));
 
     cluster.delete("admin", "/v1/vms/e2e-vm").await.unwrap();
     let left: Vec<VmRecord> = node.get("/v1/vms").await.unwrap().json().await.unwrap();
