@@ -61,6 +61,11 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     spawn_guest_services(&node, &config);
     tracing::info!(node = %config.node_id, listen = %config.listen, "node agent ready");
     let app = crate::api::router(node, secret);
+    // Progress lines are small writes: without TCP_NODELAY each waits for the client's
+    // delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(terminated())
         .await?;

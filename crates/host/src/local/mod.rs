@@ -113,6 +113,11 @@ pub fn down(state_dir: &Path) -> anyhow::Result<()> {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+    // A killed QEMU holds its disk until it is gone; the pool unmounts only after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !crate::procs::pids_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     services::unmount_pools(state_dir, state.nodes);
     let net = LocalNet::new(&state.prefix, state.subnet)?;
     services::route_remove(&state);
