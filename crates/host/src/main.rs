@@ -46,6 +46,9 @@ enum Command {
         /// Name of the first admin (default: the invoking user's login).
         #[arg(long)]
         admin_name: Option<String>,
+        /// Where `adduser` fetches `<login>.keys`.
+        #[arg(long, default_value = "https://github.com")]
+        keys_url: String,
     },
     /// Stop everything `up` started.
     Down {
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             ssh_port,
             admin_key,
             admin_name,
+            keys_url,
             ..
         } => {
             let state_dir = absolute(&state_dir)?;
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
                 bin_dir,
                 admin_key,
                 admin_name: admin_name.unwrap_or(user),
+                keys_url,
             };
             local::up(&config)?;
             let cfg = state_dir.join("ssh_config");

@@ -53,6 +53,8 @@ pub struct App {
     pub heartbeat: HeartbeatConfig,
     /// The cluster secret.
     pub secret: Arc<ClusterSecret>,
+    /// Routes to guests, when this orchestrator manages them.
+    pub routes: crate::routes::GuestRoutes,
 }
 
 /// Who makes a request.

@@ -446,6 +446,9 @@ async fn finish(app: &App, mut row: VmRow, record: VmRecord, progress: &Progress
         // The VM exists on its node; the next reconciliation records its state.
         tracing::error!(vm = %row.name, error = %chain(&e), "cannot record a created VM");
     }
+    if let Err(e) = app.routes.sync(app).await {
+        tracing::warn!(vm = %row.name, error = %chain(&e), "cannot route to the new VM yet");
+    }
     tracing::info!(vm = %row.name, node = %row.node, elapsed_ms = progress.elapsed_ms(),
         "VM created");
     progress.send(OrchLine::Done {

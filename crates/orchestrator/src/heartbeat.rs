@@ -50,6 +50,9 @@ pub async fn run(app: Arc<App>) {
         if let Err(e) = beat(&app, &mut beats).await {
             tracing::error!(error = %chain(&e), "heartbeat round failed");
         }
+        if let Err(e) = app.routes.sync(&app).await {
+            tracing::error!(error = %chain(&e), "route sync failed");
+        }
     }
 }
 

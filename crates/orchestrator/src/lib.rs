@@ -19,6 +19,7 @@ pub mod keys;
 pub mod names;
 pub mod node_client;
 pub mod registry;
+pub mod routes;
 pub mod scheduler;
 pub mod schema;
 pub mod server;

@@ -47,6 +47,9 @@ enum Command {
         /// Missed heartbeats after which a node is marked down.
         #[arg(long, default_value_t = 3)]
         heartbeat_misses: u32,
+        /// Keep a route to every guest's /30 via its node (needs CAP_NET_ADMIN; local mode).
+        #[arg(long)]
+        route_guests: bool,
     },
     /// Make NAME an admin holding the keys of KEY_FILE (creating the user if needed).
     AddAdmin {
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             keys_url,
             heartbeat_secs,
             heartbeat_misses,
+            route_guests,
         } => {
             let config = OrchestratorConfig {
                 db,
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                     interval: Duration::from_secs(heartbeat_secs.max(1)),
                     misses: heartbeat_misses.max(1),
                 },
+                route_guests,
             };
             run(config, listen)
         }

@@ -33,6 +33,8 @@ pub struct OrchestratorConfig {
     pub keys_url: String,
     /// Heartbeat settings.
     pub heartbeat: HeartbeatConfig,
+    /// Maintain a `/30 via <node>` route to every guest (see `routes`).
+    pub route_guests: bool,
 }
 
 /// A running orchestrator.
@@ -61,6 +63,7 @@ impl Orchestrator {
             keys_url: config.keys_url,
             heartbeat: config.heartbeat,
             secret,
+            routes: crate::routes::GuestRoutes::new(config.route_guests),
         });
         let addr = listener.local_addr().map_err(DbError::Thread)?;
         let heartbeat = tokio::spawn(crate::heartbeat::run(app.clone()));

@@ -44,6 +44,8 @@ pub struct LocalConfig {
     pub admin_key: PathBuf,
     /// The first admin's name.
     pub admin_name: String,
+    /// Base URL of users' public keys for `adduser` (`<url>/<login>.keys`).
+    pub keys_url: String,
 }
 
 /// What `up` made, so `down` can take exactly that away.
@@ -120,7 +122,7 @@ pub fn down(state_dir: &Path) -> anyhow::Result<()> {
     }
     services::unmount_pools(state_dir, state.nodes);
     let net = LocalNet::new(&state.prefix, state.subnet)?;
-    services::route_remove(&state);
+    // The orchestrator's routes to guests go with the bridge they point into.
     net.remove(state.nodes);
     Ok(())
 }

@@ -11,7 +11,7 @@ use boxcutter_auth::ClusterSecret;
 use boxcutter_sys::run;
 
 use super::network::LocalNet;
-use super::{daemon, LocalConfig, LocalState};
+use super::{daemon, LocalConfig};
 use crate::procs::Daemon;
 
 /// The cluster-wide guest address space in local mode.
@@ -152,13 +152,19 @@ impl<'a> Services<'a> {
             self.secret_file().display().to_string(),
             "--guest-range".into(),
             GUEST_RANGE.into(),
+            "--route-guests".into(),
+            "--keys-url".into(),
+            self.config.keys_url.clone(),
+            "--heartbeat-secs".into(),
+            "2".into(),
         ];
         let d = daemon(&dir, "orchestrator", &db);
         d.ensure(&self.bin("boxcutter-orchestrator"), &args, None)?;
         wait_port(self.net.host_ip(), ORCHESTRATOR_PORT, &d)
     }
 
-    /// Registers the nodes with the orchestrator and routes the guest range to them.
+    /// Registers the nodes with the orchestrator (which then routes each guest via its
+    /// node).
     pub fn register(&self, nodes: u8) -> anyhow::Result<()> {
         let token = self.secret()?.issue("orchestrator", 300);
         for n in 1..=nodes {
@@ -178,10 +184,6 @@ impl<'a> Services<'a> {
                 .arg(format!("{}/v1/nodes", self.orchestrator_url()));
             run(&mut curl).with_context(|| format!("register node {n}"))?;
         }
-        // Limitation: with several nodes, guests of nodes other than the first are not
-        // routed from the host, so `connect` reaches only node 1's VMs.
-        let via = self.net.node_ip(1).to_string();
-        run(Command::new("ip").args(["route", "replace", GUEST_RANGE, "via", &via]))?;
         Ok(())
     }
 
@@ -375,13 +377,4 @@ pub fn unmount_pools(dir: &Path, nodes: u8) {
         let pool = dir.join(format!("nodes/{n}/data/pool"));
         let _ = Command::new("umount").arg(&pool).status();
     }
-}
-
-/// Removes the route to the guest range (if it still points into this instance).
-pub fn route_remove(state: &LocalState) {
-    let [a, b, c, _] = state.subnet.octets();
-    let via = Ipv4Addr::new(a, b, c, 11).to_string();
-    let _ = Command::new("ip")
-        .args(["route", "del", GUEST_RANGE, "via", &via])
-        .status();
 }

@@ -151,6 +151,7 @@ impl Cluster {
             guest_range: self.guest_range,
             keys_url: self.keys.url(),
             heartbeat: HEARTBEAT,
+            route_guests: false,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let orchestrator = Orchestrator::start(config, listener).await.unwrap();
