@@ -1,4 +1,4 @@
-//! Boots the real binary as PID 1 of a sandbox (`sandbox/boot.sh`): private namespaces,
+//! Boots the real binary as PID 1 of a sandbox (the `sandbox` module): private namespaces,
 //! an overlay of this machine's root as the guest's root, and a fake `/sys` and `/dev`
 //! (named so below) standing in for the VM's devices: an ext4 image as the root disk, a
 //! config drive image, a plain file as the agent port, a FIFO as the power button.
@@ -11,11 +11,13 @@
 // A test: every unwrap failing is the test failing, with its location.
 #![allow(clippy::unwrap_used)]
 
+mod sandbox;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use boxcutter_types::guest::GuestConfig;
@@ -35,15 +37,7 @@ fn init_boots_reports_ready_and_powers_off_in_a_sandbox() {
     let work = work.path();
     prepare(work);
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox/boot.sh");
-    let mut sandbox = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash"])
-        .arg(script)
-        .arg(work)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sandbox = sandbox::spawn(work).unwrap();
 
     let port = work.join("dev/vport0p1");
     let ready = wait_for(&mut sandbox, Duration::from_secs(60), || {
@@ -104,14 +98,7 @@ fn missing_prerequisite() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root".into());
     }
-    let tools = [
-        "/usr/sbin/sshd",
-        "mkfs.ext4",
-        "resize2fs",
-        "unshare",
-        "mountpoint",
-        "chroot",
-    ];
+    let tools = ["/usr/sbin/sshd", "mkfs.ext4", "resize2fs"];
     let path = boxcutter_guest::programs::PATH;
     tools
         .iter()
@@ -124,7 +111,7 @@ fn missing_prerequisite() -> Option<String> {
         .map(|tool| format!("{tool} is not installed"))
 }
 
-/// Lays out WORK for `boot.sh`: overlay directories, the guest's own files in the upper
+/// Lays out `work` for the sandbox: overlay directories, the guest's own files in the upper
 /// layer, and the fake sysfs and /dev.
 fn prepare(work: &Path) {
     for dir in ["upper", "ovl", "root", "sys", "dev"] {
@@ -175,7 +162,7 @@ fn fake_sysfs(sys: &Path) {
         )
         .unwrap();
     }
-    fs::create_dir_all(sys.join("dev/block")).unwrap(); // boot.sh links the root's number
+    fs::create_dir_all(sys.join("dev/block")).unwrap(); // the root's number links here
     let port = sys.join("class/virtio-ports/vport0p1");
     fs::create_dir_all(&port).unwrap();
     fs::write(port.join("name"), "org.boxcutter.agent\n").unwrap();
@@ -185,7 +172,7 @@ fn fake_sysfs(sys: &Path) {
 }
 
 /// FakeDev: disk images, the agent port as a plain file, the power button as a FIFO, a
-/// plain file as the console, and files for boot.sh to bind the real null devices onto.
+/// plain file as the console, and files for the sandbox to bind the real null devices onto.
 fn fake_dev(dev: &Path) {
     for node in ["null", "zero", "random", "urandom", "console", "vport0p1"] {
         File::create(dev.join(node)).unwrap();
