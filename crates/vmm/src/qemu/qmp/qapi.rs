@@ -47,7 +47,10 @@ macro_rules! qapi_enum {
         }
 
         impl<'de> ::serde::Deserialize<'de> for $name {
-            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            fn deserialize<D>(deserializer: D) -> Result<Self, D::Error>
+            where
+                D: ::serde::Deserializer<'de>,
+            {
                 let wire = <String as ::serde::Deserialize>::deserialize(deserializer)?;
                 Ok(Self::from_wire(&wire))
             }
