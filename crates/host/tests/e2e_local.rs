@@ -199,9 +199,15 @@ fn e2e_local_mode_two_nodes_two_users_every_command() {
         block.ends_with("Status: running\nConnect: ssh my-vm"),
         "{block}"
     );
-    let (ok, inside, err) = admin.ssh("my-vm", &["cat /etc/boxcutter/vm-type; nproc; df -B1G --output=size / | tail -1 | tr -d ' '; echo kept > ~/file; sync"]);
+    let probe =
+        "cat /etc/boxcutter/vm-type; nproc; df -B1G --output=size / | tail -1 | tr -d ' '; \
+                 awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo; echo kept > ~/file; sync";
+    let (ok, inside, err) = admin.ssh("my-vm", &[probe]);
     assert!(ok, "{err}");
-    assert_eq!(inside.lines().collect::<Vec<_>>(), ["qemu", "1", "4"]);
+    let inside: Vec<&str> = inside.lines().collect();
+    assert_eq!(inside[..3], ["qemu", "1", "4"]);
+    let mem_mib: u32 = inside[3].parse().unwrap();
+    assert!((900..=1024).contains(&mem_mib), "guest sees {mem_mib} MiB");
 
     // --node pins to the second node, and connect reaches guests on either node.
     let second = admin.ok(&[
@@ -217,6 +223,11 @@ fn e2e_local_mode_two_nodes_two_users_every_command() {
     ]);
     assert_eq!(field(&second, "Node"), "boxcutter-node-2");
     assert_eq!(admin.ssh("vm-two", &["hostname"]).1, "vm-two");
+
+    // Without --node, the node with the most free RAM gets the VM (node 2 holds less).
+    let spread = admin.ok(&["new", "--type", "qemu", "--name", "spread", "--ram", "512"]);
+    assert_eq!(field(&spread, "Node"), "boxcutter-node-2");
+    admin.ok(&["destroy", "spread"]);
 
     let list = admin.ok(&["list"]);
     assert!(list.starts_with("NAME"), "{list}");
@@ -269,6 +280,7 @@ fn e2e_local_mode_two_nodes_two_users_every_command() {
         vec!["new", "--ram", "0"],
         vec!["new", "--ram", "99999999"],
         vec!["new", "--type", "vmware"],
+        vec!["new", "--type", "firecracker"],
         vec!["new", "--name", "my-vm", "--type", "qemu"],
         vec!["new", "--bogus"],
         vec!["destroy"],
@@ -284,6 +296,7 @@ fn e2e_local_mode_two_nodes_two_users_every_command() {
     );
 
     check_node_down_and_back(&admin, &up_args, &state);
+    check_orchestrator_sigkill(&admin, &up_args, &state);
 
     for vm in ["my-vm", "vm-two", "my-copy"] {
         admin.ok(&["destroy", vm]);
@@ -351,6 +364,44 @@ fn check_node_down_and_back(admin: &User, up_args: &[&str], state: &Path) {
         "vm-two",
         "the guest did not survive its agent"
     );
+}
+
+/// The orchestrator dies mid-session: after `up` restarts it, nothing is lost and the
+/// guests never noticed.
+fn check_orchestrator_sigkill(admin: &User, up_args: &[&str], state: &Path) {
+    let before = admin.ok(&["list"]);
+    let uptime = |vm| {
+        admin
+            .ssh(vm, &["cut -d' ' -f1 /proc/uptime"])
+            .1
+            .parse::<f64>()
+            .unwrap()
+    };
+    let up_before = uptime("my-vm");
+    let pidfile = state.join("orchestrator/orchestrator.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Without the registry nobody can even log in: the key lookup fails closed.
+    assert!(
+        !admin.ssh("boxcutter", &["list"]).0,
+        "list answered without an orchestrator"
+    );
+    let up = host(up_args);
+    assert!(
+        up.status.success(),
+        "up after the crash failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(admin.ok(&["list"]), before);
+    assert!(uptime("my-vm") > up_before, "the guest restarted");
 }
 
 fn assert_nothing_left(state: &Path) {
