@@ -228,8 +228,7 @@ impl StoragePool {
     /// the pool is open. A directory pool has nothing to undo.
     pub fn close(self) -> Result<(), PoolError> {
         if self.image.is_some() {
-            nix::mount::umount2(&self.root, nix::mount::MntFlags::empty())
-                .map_err(|errno| io_err("unmount pool", &self.root)(errno.into()))?;
+            unmount_patiently(&self.root)?;
             tracing::info!(root = %self.root.display(), "storage pool unmounted");
         }
         Ok(())
@@ -295,5 +294,20 @@ fn cmd_err<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(CommandError) 
         step,
         path: path.to_owned(),
         source,
+    }
+}
+
+/// Unmounts `root`, retrying briefly while it is busy: a process forked elsewhere in this
+/// program holds copies of our descriptors until it execs, which takes milliseconds.
+fn unmount_patiently(root: &Path) -> Result<(), PoolError> {
+    let mut tries = 0;
+    loop {
+        match nix::mount::umount2(root, nix::mount::MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result.map_err(|errno| io_err("unmount pool", root)(errno.into())),
+        }
     }
 }
