@@ -3,11 +3,13 @@
 //! `image`: golden image build, cold (empty cache) and cached.
 //! `boot`:  QEMU launch → guest agent ready, launch → SSH banner, and QEMU's peak RSS.
 //! `node`:  create latency by phase, ten concurrent creates, agent memory.
+//! `local`: `ssh boxcutter new` split by phase, and `list` with 200 VMs (local mode).
 //! `disk`:  a 50 GiB VM disk from a 2 GiB golden image: reflink clone against a full copy.
 //! Every figure is the median of several runs, with min and max beside it.
 
 mod boot;
 mod disk;
+mod local;
 mod node;
 mod stats;
 
@@ -68,6 +70,18 @@ enum Bench {
         #[arg(long, default_value = "/var/cache/boxcutter/bench-image")]
         image: PathBuf,
     },
+    /// Local mode, as users see it: `ssh boxcutter new` split by phase; `list` with many VMs.
+    Local {
+        /// A running local mode's state directory.
+        #[arg(long, default_value = "/var/lib/boxcutter/local")]
+        state_dir: PathBuf,
+        /// Creates to measure (each through SSH and through the API).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// VMs registered for the `list` measurement.
+        #[arg(long, default_value_t = 200)]
+        list_vms: u32,
+    },
     /// VM disk creation in a loop-mounted XFS pool: reflink clone against `cp`.
     Disk {
         /// Reflink clones to time (per measured size).
@@ -98,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
             boot::bench_boot(runs, ram, &image).await
         }
         Bench::Disk { runs, cp_runs } => disk::bench_disk(runs, cp_runs),
+        Bench::Local {
+            state_dir,
+            runs,
+            list_vms,
+        } => local::bench_local(state_dir, runs, list_vms).await,
         Bench::Node {
             runs,
             concurrent,
