@@ -1,7 +1,7 @@
 //! The node agent's HTTP API. Every request must carry `Authorization: Bearer <token>`,
 //! a token for the `node` audience signed with the cluster secret; anything else gets 401
 //! before a handler runs. Errors are `{"code", "message"}` bodies with the status
-//! `agent::error::status_of` gives. Create and copy answer with a stream of JSON lines.
+//! `ErrorCode::http_status` gives. Create and copy answer with a stream of JSON lines.
 //!
 //! | method | path                          | does                                  |
 //! |--------|-------------------------------|---------------------------------------|
@@ -34,7 +34,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::agent::error::{status_of, NodeError};
+use crate::agent::error::NodeError;
 use crate::agent::Node;
 
 /// The audience of node API tokens.
@@ -81,7 +81,8 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-    let status = StatusCode::from_u16(status_of(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(ApiError::new(code, message))).into_response()
 }
 

@@ -2,7 +2,7 @@
 //! for the `orchestrator` audience (401 before any handler otherwise). User-scoped
 //! requests name the acting user in the `x-boxcutter-user` header; an unknown user is
 //! 401. Errors are `{"code", "message"}` bodies whose status comes from
-//! [`crate::error::status_of`]. Create and copy answer with NDJSON [`OrchLine`]s.
+//! `ErrorCode::http_status`. Create and copy answer with NDJSON [`OrchLine`]s.
 //!
 //! | method | path                          | who           | does                          |
 //! |--------|-------------------------------|---------------|-------------------------------|
@@ -48,7 +48,7 @@ use tokio_stream::StreamExt;
 
 use crate::app::{App, Caller};
 use crate::db::DbError;
-use crate::error::{status_of, OrchError};
+use crate::error::OrchError;
 use crate::{cluster, create, registry, vms};
 
 /// The audience of orchestrator API tokens.
@@ -115,7 +115,7 @@ async fn user(app: &App, headers: &HeaderMap) -> Result<registry::User, OrchErro
 fn error(err: &OrchError) -> Response {
     let body = err.to_api();
     let status =
-        StatusCode::from_u16(status_of(body.code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if body.code == ErrorCode::Internal {
         tracing::error!(error = %body.message, "request failed");
     } else {

@@ -73,33 +73,7 @@ impl OrchError {
     }
 }
 
-/// The HTTP status for an error code: the only place codes become statuses.
-pub fn status_of(code: ErrorCode) -> u16 {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::Unsupported => 400,
-        ErrorCode::Unauthorized => 401,
-        ErrorCode::NotFound => 404,
-        ErrorCode::Conflict | ErrorCode::WrongState => 409,
-        ErrorCode::NoCapacity => 507,
-        ErrorCode::Internal => 500,
-    }
-}
-
-/// An error and its sources joined with `: `, skipping a source whose text its parent
-/// already shows.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use boxcutter_sys::error_chain as chain;
 
 #[cfg(test)]
 mod tests {
@@ -107,11 +81,14 @@ mod tests {
 
     #[test]
     fn statuses_mean_what_http_says() {
-        assert_eq!(status_of(OrchError::NoSuchVm("a".into()).code()), 404);
-        assert_eq!(status_of(OrchError::Conflict("a".into()).code()), 409);
-        assert_eq!(status_of(OrchError::Unauthorized("x".into()).code()), 401);
-        assert_eq!(status_of(OrchError::BadRequest("x".into()).code()), 400);
-        assert_eq!(status_of(ErrorCode::NoCapacity), 507);
+        assert_eq!(OrchError::NoSuchVm("a".into()).code().http_status(), 404);
+        assert_eq!(OrchError::Conflict("a".into()).code().http_status(), 409);
+        assert_eq!(
+            OrchError::Unauthorized("x".into()).code().http_status(),
+            401
+        );
+        assert_eq!(OrchError::BadRequest("x".into()).code().http_status(), 400);
+        assert_eq!(ErrorCode::NoCapacity.http_status(), 507);
     }
 
     #[test]

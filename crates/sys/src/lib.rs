@@ -2,7 +2,9 @@
 //! external program from an argument vector (never a shell) and writing files atomically.
 
 pub mod command;
+pub mod error;
 pub mod fs;
 
 pub use command::{run, CommandError};
+pub use error::error_chain;
 pub use fs::write_atomic;

@@ -29,6 +29,21 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The HTTP status every Boxcutter API answers this code with: the one place codes
+    /// become statuses.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::Unsupported => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict | ErrorCode::WrongState => 409,
+            ErrorCode::NoCapacity => 507,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]

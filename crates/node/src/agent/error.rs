@@ -72,29 +72,7 @@ impl NodeError {
     }
 }
 
-/// The HTTP status for an error code.
-pub fn status_of(code: ErrorCode) -> u16 {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::Unsupported => 400,
-        ErrorCode::Unauthorized => 401,
-        ErrorCode::NotFound => 404,
-        ErrorCode::Conflict | ErrorCode::WrongState => 409,
-        ErrorCode::NoCapacity => 507,
-        ErrorCode::Internal => 500,
-    }
-}
-
-/// An error and its sources, joined with `: `.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use boxcutter_sys::error_chain as chain;
 
 #[cfg(test)]
 mod tests {
@@ -103,11 +81,14 @@ mod tests {
     #[test]
     fn statuses_mean_what_http_says() {
         let name = VmName::new("a").unwrap();
-        assert_eq!(status_of(NodeError::NotFound(name.clone()).code()), 404);
-        assert_eq!(status_of(NodeError::NameTaken(name).code()), 409);
-        assert_eq!(status_of(NodeError::NoCapacity("ram".into()).code()), 507);
-        assert_eq!(status_of(NodeError::BadInput("x".into()).code()), 400);
-        assert_eq!(status_of(ErrorCode::Unauthorized), 401);
+        assert_eq!(NodeError::NotFound(name.clone()).code().http_status(), 404);
+        assert_eq!(NodeError::NameTaken(name).code().http_status(), 409);
+        assert_eq!(
+            NodeError::NoCapacity("ram".into()).code().http_status(),
+            507
+        );
+        assert_eq!(NodeError::BadInput("x".into()).code().http_status(), 400);
+        assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
     }
 
     #[test]

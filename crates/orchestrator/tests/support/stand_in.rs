@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use boxcutter_auth::ClusterSecret;
-use boxcutter_orchestrator::error::status_of;
 use boxcutter_types::api::{
     ApiError, CopyRequest, DescribeRequest, ErrorCode, NodeHealth, ProgressLine, Resources,
     VmCounts,
@@ -252,7 +251,7 @@ async fn record_and_authenticate(State(s): St, request: Request, next: Next) -> 
 }
 
 fn error(code: ErrorCode, message: &str) -> Response {
-    let status = StatusCode::from_u16(status_of(code)).unwrap();
+    let status = StatusCode::from_u16(code.http_status()).unwrap();
     (status, Json(ApiError::new(code, message))).into_response()
 }
 
