@@ -179,11 +179,15 @@ pub fn firewall_elements(ns: Option<&Netns>) -> Result<Vec<VmLink>, FirewallErro
 
 /// The VM links in the table, or `None` when the table is not installed.
 pub(crate) fn installed_links(ns: Option<&Netns>) -> Result<Option<Vec<VmLink>>, FirewallError> {
-    if !firewall_installed(ns)? {
-        return Ok(None);
+    // One `nft` run instead of two: listing a missing table fails with ENOENT's text.
+    match nft::list(ns, &["list", "table", "inet", nft::TABLE]) {
+        Ok(listing) => nft::parse_links(&listing).map(Some),
+        Err(FirewallError::Nft {
+            source: boxcutter_sys::CommandError::Failed { stderr, .. },
+            ..
+        }) if stderr.contains("No such file or directory") => Ok(None),
+        Err(error) => Err(error),
     }
-    let listing = nft::list(ns, &["list", "table", "inet", nft::TABLE])?;
-    nft::parse_links(&listing).map(Some)
 }
 
 /// True when the table exists in `ns`.

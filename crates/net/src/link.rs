@@ -167,3 +167,42 @@ fn ip(ns: Option<&Netns>, args: &[&str], action: &str, name: &IfName) -> Result<
         source,
     })
 }
+
+/// Runs several `ip` commands in one process (`ip -batch -`), in `ns`. Each line is one
+/// command built by our code from validated names and addresses.
+pub(crate) fn ip_batch(ns: Option<&Netns>, lines: &[String]) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns.name().as_str()]);
+    }
+    cmd.args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let failed = |stderr: String| NetError::Ip {
+        action: format!("ip -batch ({})", lines.join("; ")),
+        source: boxcutter_sys::CommandError::Failed {
+            program: "ip".into(),
+            status: "failed".into(),
+            stderr,
+        },
+    };
+    let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(lines.join("\n").as_bytes())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}

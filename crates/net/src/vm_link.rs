@@ -8,11 +8,9 @@ use boxcutter_types::{GuestSubnet, NetMode, VmName};
 use sha2::{Digest, Sha256};
 
 use crate::firewall::{firewall_installed, installed_links};
+use crate::link::ip_batch;
 use crate::nft;
-use crate::{
-    address_ensure, link_delete, link_exists, tap_ensure, FirewallError, IfName, Ipv4Cidr,
-    NetError, Netns,
-};
+use crate::{link_delete, link_exists, FirewallError, IfName, Ipv4Cidr, NetError, Netns};
 
 /// What every VM's TAP name starts with. The firewall treats every interface with this
 /// prefix as a guest's, so nothing else on a node may use it.
@@ -71,7 +69,7 @@ pub fn vm_link_ensure(ns: Option<&Netns>, link: &VmLink) -> Result<(), FirewallE
     check_conflicts(&existing, link)?;
 
     let created = !link_exists(ns, &link.tap)?;
-    let result = configure(ns, link);
+    let result = configure(ns, link, created);
     if result.is_err() && created {
         if let Err(error) = link_delete(ns, &link.tap) {
             tracing::warn!(tap = %link.tap, error = %error, "cannot undo tap creation");
@@ -133,9 +131,17 @@ fn check_conflicts(existing: &[VmLink], link: &VmLink) -> Result<(), FirewallErr
     }
 }
 
-fn configure(ns: Option<&Netns>, link: &VmLink) -> Result<(), FirewallError> {
-    tap_ensure(ns, &link.tap, None)?;
-    address_ensure(ns, &link.tap, gateway_cidr(link.subnet))?;
+fn configure(ns: Option<&Netns>, link: &VmLink, create: bool) -> Result<(), FirewallError> {
+    // One `ip -batch` run for the TAP and its address: each program run costs
+    // milliseconds, and creates wait for this step.
+    let (tap, gateway) = (link.tap.as_str(), gateway_cidr(link.subnet).to_string());
+    let mut lines = Vec::new();
+    if create {
+        lines.push(format!("tuntap add dev {tap} mode tap"));
+    }
+    lines.push(format!("link set {tap} up"));
+    lines.push(format!("addr replace {gateway} dev {tap}"));
+    ip_batch(ns, &lines)?;
     nft::apply(ns, &nft::link_add_script(link), "add vm link elements")
 }
 
