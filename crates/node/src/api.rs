@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -27,12 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use boxcutter_auth::ClusterSecret;
-use boxcutter_types::api::{ApiError, CopyRequest, DescribeRequest, ErrorCode, ProgressLine};
+use boxcutter_types::api::{ApiError, CopyRequest, DescribeRequest, ErrorCode};
 use boxcutter_types::{VmName, VmSpec};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_stream::StreamExt;
 
 use crate::agent::error::NodeError;
 use crate::agent::Node;
@@ -106,19 +103,6 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
     })
 }
 
-/// Streams progress lines as newline-delimited JSON.
-fn stream(lines: UnboundedReceiver<ProgressLine>) -> Response {
-    let body = UnboundedReceiverStream::new(lines).map(|line| {
-        let mut json = serde_json::to_vec(&line).unwrap_or_default();
-        json.push(b'\n');
-        Ok::<_, std::convert::Infallible>(json)
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| error(ErrorCode::Internal, "cannot build response"))
-}
-
 async fn health(State(s): State<ApiState>) -> Response {
     Json(s.node.health()).into_response()
 }
@@ -133,7 +117,7 @@ async fn create(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(response) => return *response,
     };
     match s.node.create(spec) {
-        Ok(lines) => stream(lines),
+        Ok(lines) => boxcutter_service::ndjson(lines),
         Err(e) => node_error(e),
     }
 }
@@ -144,7 +128,7 @@ async fn copy(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) 
         (Err(response), _) | (_, Err(response)) => return *response,
     };
     match s.node.copy(&name, request) {
-        Ok(lines) => stream(lines),
+        Ok(lines) => boxcutter_service::ndjson(lines),
         Err(e) => node_error(e),
     }
 }

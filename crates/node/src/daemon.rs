@@ -67,7 +67,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(terminated())
+        .with_graceful_shutdown(boxcutter_service::terminated())
         .await?;
     tracing::info!("node agent stopping; guests keep running");
     Ok(())
@@ -156,18 +156,4 @@ fn spawn_guest_services(node: &Node, config: &DaemonConfig) {
             tracing::error!(%error, "dns forwarder stopped");
         }
     });
-}
-
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }

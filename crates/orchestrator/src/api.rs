@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -43,8 +43,6 @@ use boxcutter_types::orch::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_stream::StreamExt;
 
 use crate::app::{App, Caller};
 use crate::db::DbError;
@@ -142,22 +140,9 @@ fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, OrchErro
         .map_err(|e| OrchError::BadRequest(format!("bad query: {}", e.body_text())))
 }
 
-/// Streams lines as newline-delimited JSON.
-fn stream(lines: UnboundedReceiver<OrchLine>) -> Response {
-    let body = UnboundedReceiverStream::new(lines).map(|line| {
-        let mut json = serde_json::to_vec(&line).unwrap_or_default();
-        json.push(b'\n');
-        Ok::<_, std::convert::Infallible>(json)
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| error(&OrchError::Internal("cannot build response".into())))
-}
-
 fn streamed(result: Result<UnboundedReceiver<OrchLine>, OrchError>) -> Response {
     match result {
-        Ok(lines) => stream(lines),
+        Ok(lines) => boxcutter_service::ndjson(lines),
         Err(e) => error(&e),
     }
 }

@@ -112,24 +112,10 @@ async fn run(config: OrchestratorConfig, listen: SocketAddr) -> anyhow::Result<(
     let mut orchestrator = Orchestrator::start(config, listener).await?;
     tokio::select! {
         result = orchestrator.wait() => result.context("API server")?,
-        () = terminated() => {
+        () = boxcutter_service::terminated() => {
             tracing::info!("orchestrator stopping");
             orchestrator.shutdown().await;
         }
     }
     Ok(())
-}
-
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
