@@ -1,4 +1,5 @@
-//! The Firecracker driver. So far: whether this node can run Firecracker at all
-//! ([`capability`]).
+//! The Firecracker driver: the typed API client ([`api`]) and whether this node can run
+//! Firecracker at all ([`capability`]).
 
+pub mod api;
 pub mod capability;
