@@ -1,9 +1,13 @@
 //! The API types' wire forms, checked against the shapes of Firecracker's published spec,
-//! and the client's decoding of answers and error bodies.
+//! and the client's handling of answers and failures on a socket (against the in-process
+//! `FakeFirecracker`; the whole contract is exercised by `tests/firecracker_contract.rs`).
+
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
+use crate::firecracker::fake::{Endpoint, FakeFirecracker, FakeOptions, Fault};
 
 fn wire<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("serializes")
@@ -159,4 +163,113 @@ fn error_bodies_and_empty_answers_decode() {
     );
     let shape = decode::<InstanceInfo>(&call, StatusCode::OK, b"{}").unwrap_err();
     assert!(matches!(shape, ApiError::Decode { .. }), "{shape:?}");
+}
+
+/// A fake in a temporary directory, with `faults`.
+fn fake(faults: Vec<Fault>) -> (tempfile::TempDir, FakeFirecracker) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FakeOptions {
+        faults,
+        ..FakeOptions::new(dir.path().join("api.sock"))
+    };
+    let fake = FakeFirecracker::start(options).unwrap();
+    (dir, fake)
+}
+
+fn endpoint(method: Method, path: &str) -> Endpoint {
+    Endpoint {
+        method,
+        path: path.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_names_the_request_the_status_and_the_socket() {
+    let (_dir, fake) = fake(vec![]);
+    let client = ApiClient::new(fake.socket());
+    let error = client.start_instance().await.unwrap_err();
+    let ApiError::Fault {
+        socket,
+        request,
+        status,
+        fault_message,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(socket, fake.socket());
+    assert_eq!(request, "PUT /actions");
+    assert_eq!(*status, StatusCode::BAD_REQUEST);
+    assert!(fault_message.contains("kernel"), "{fault_message}");
+    assert_eq!(fake.requests(), ["PUT /actions 400"]);
+}
+
+#[tokio::test]
+async fn an_injected_500_and_a_hang_are_reported_with_their_request() {
+    let faults = vec![
+        Fault::InternalError(endpoint(Method::GET, "/vm/config")),
+        Fault::Hang(endpoint(Method::GET, "/")),
+    ];
+    let (_dir, fake) = fake(faults);
+    let client = ApiClient::new(fake.socket()).with_timeout(Duration::from_millis(200));
+    let error = client.vm_config().await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+
+    let hang = client.describe_instance().await.unwrap_err();
+    assert!(
+        matches!(&hang, ApiError::Timeout { request, .. } if request == "GET /"),
+        "{hang:?}"
+    );
+    let text = hang.to_string();
+    assert!(
+        text.contains(&fake.socket().display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("within 200ms"), "{text}");
+}
+
+#[tokio::test]
+async fn a_missing_socket_fails_to_connect_and_never_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("absent.sock");
+    let error = ApiClient::new(&socket)
+        .describe_instance()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ApiError::Connect { socket: s, .. } if s == &socket),
+        "{error:?}"
+    );
+
+    let waited = ApiClient::wait_for_socket(&socket, Duration::from_millis(50)).await;
+    let error = waited.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "firecracker api socket {} did not appear within 50ms",
+            socket.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_process_dying_mid_request_is_reported_as_closed() {
+    let (dir, mut fake) = fake(vec![Fault::DieDuringBoot]);
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, b"").unwrap();
+    let client = ApiClient::wait_for_socket(fake.socket(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let boot = BootSource {
+        kernel_image_path: kernel,
+        boot_args: None,
+        initrd_path: None,
+    };
+    client.put_boot_source(&boot).await.unwrap();
+    let error = client.start_instance().await.unwrap_err();
+    assert!(
+        matches!(&error, ApiError::Closed { request, .. } if request == "PUT /actions"),
+        "{error:?}"
+    );
+    assert_eq!(fake.wait_exit(Duration::from_secs(1)).await, Some(1));
 }
