@@ -371,10 +371,37 @@ pub fn daemons(dir: &Path, nodes: u8) -> Vec<Daemon> {
     all
 }
 
-/// Unmounts the nodes' storage pools (their loop devices go with them).
+/// Unmounts the nodes' storage pools (their loop devices go with them). A pool still busy
+/// after a few seconds (a killed process's files not yet released) is detached lazily,
+/// so it never stays visible.
 pub fn unmount_pools(dir: &Path, nodes: u8) {
     for n in 1..=nodes {
         let pool = dir.join(format!("nodes/{n}/data/pool"));
-        let _ = Command::new("umount").arg(&pool).status();
+        if !is_mounted(&pool) {
+            continue;
+        }
+        let unmounted = (0..20).any(|_| {
+            let done = Command::new("umount")
+                .arg(&pool)
+                .stderr(std::process::Stdio::null())
+                .status();
+            let ok = done.is_ok_and(|s| s.success());
+            if !ok {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            ok
+        });
+        if !unmounted {
+            tracing::warn!(pool = %pool.display(), "pool busy; detaching it lazily");
+            let _ = Command::new("umount").arg("-l").arg(&pool).status();
+        }
     }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let path = path.to_string_lossy();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path.as_ref()))
 }
