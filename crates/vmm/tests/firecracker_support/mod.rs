@@ -225,6 +225,8 @@ impl Guest {
         MachineConfig::new(1, MEM_MIB).tracking_dirty_pages()
     }
 
+    /// `panic=0`: a real guest that cannot mount its root file system waits instead of
+    /// rebooting, which would end Firecracker in the middle of a test.
     pub fn boot_source(&self) -> BootSource {
         let root = if self.rootfs.is_some() {
             " root=/dev/vda ro"
@@ -233,7 +235,7 @@ impl Guest {
         };
         BootSource {
             kernel_image_path: self.kernel.clone(),
-            boot_args: Some(format!("console=ttyS0 reboot=k panic=1{root}")),
+            boot_args: Some(format!("console=ttyS0 reboot=k panic=0{root}")),
             initrd_path: self.initrd.clone(),
         }
     }

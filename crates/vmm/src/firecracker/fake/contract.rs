@@ -389,7 +389,7 @@ impl Contract {
         let next = transition(self.phase, Action::Start).map_err(Denial::refusal)?;
         if self.resources.boot.is_none() {
             return Err(Refusal::bad_request(
-                "Start microvm error: Cannot start microvm without kernel configuration.",
+                "Start microvm error: Cannot start the VM because the kernel was not configured.",
             ));
         }
         if self.faults.contains(&Fault::DieDuringBoot) {
