@@ -1,6 +1,6 @@
 //! The Firecracker driver: the typed API client ([`api`]), whether this node can run
 //! Firecracker at all ([`capability`]), and `FakeFirecracker`, the test double that serves
-//! the same API where the real binary cannot run ([`fake`], test-only). Design, test
+//! the same API where the real binary cannot run (`fake`, test-only). Design, test
 //! procedure and targets: `docs/firecracker.md`.
 
 pub mod api;
