@@ -1,0 +1,745 @@
+//! One running Firecracker microVM: one `firecracker` process per VM, driven through its
+//! API socket.
+//!
+//! Firecracker does not daemonize, so [`FirecrackerVm::launch`] starts it in a session of
+//! its own (`setsid`), its serial console (stdout and stderr) going to the console log, and
+//! writes the pidfile itself. The process then belongs to no daemon of ours: it keeps
+//! running when a daemon dies or restarts, and a `FirecrackerVm` is only a handle, the pid
+//! (checked against the process's command line, which names the API socket, so a recycled
+//! pid is never mistaken for the VM) and the VM's runtime paths.
+//!
+//! Launching is a step list, each with its undo:
+//!
+//! ```text
+//! remove stale socket/pidfile ─ spawn ─ pidfile ─ socket ─ logger ─ metrics
+//!   ─ machine config ─ boot source ─ drives ─ network interface ─ vsock ─ instance start
+//! ```
+//!
+//! Any failure after the spawn kills the process and removes the API socket, the vsock
+//! socket and the pidfile; the console log and Firecracker's log are kept, they explain
+//! the failure.
+//!
+//! Limitation: Firecracker is run directly, never under its `jailer` (no chroot, cgroup or
+//! uid drop), so a VMM escape has the daemon's privileges. Each launch also truncates the
+//! console log, so the console of an earlier boot of the same VM is lost.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::api::{
+    ApiClient, ApiError, BootSource, Drive, InstanceInfo, Logger, MacAddr, MachineConfig, Metrics,
+    NetworkInterface, SnapshotCreate, SnapshotType, Vsock,
+};
+use crate::qemu::vm::console_tail;
+
+/// How long a freshly spawned Firecracker may take to create its API socket by default.
+pub const DEFAULT_SOCKET_WAIT: Duration = Duration::from_secs(5);
+
+/// How many console lines an error about the guest carries.
+const CONSOLE_TAIL_LINES: usize = 15;
+
+/// How long a failed call waits for the process to be seen gone before blaming the call.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// How often the socket wait checks that the process still lives.
+const SOCKET_POLL: Duration = Duration::from_millis(50);
+
+/// The drive id of the root disk (the guest's `/dev/vda`).
+pub const ROOT_DRIVE_ID: &str = "rootfs";
+
+/// The drive id of the config drive (the guest's `/dev/vdb`).
+pub const CONFIG_DRIVE_ID: &str = "config";
+
+/// The interface id of the guest's network interface.
+pub const NIC_ID: &str = "eth0";
+
+/// Errors driving a Firecracker microVM.
+#[derive(Debug, thiserror::Error)]
+pub enum FirecrackerError {
+    /// A file the guest needs is missing.
+    #[error("{what} {path} does not exist")]
+    MissingFile {
+        /// What the file is for.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A runtime file could not be prepared or cleaned up.
+    #[error("cannot {action} {path}")]
+    File {
+        /// What was being done, e.g. `remove stale socket`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The network namespace to run in cannot be opened.
+    #[error("cannot open network namespace {path}")]
+    Netns {
+        /// The namespace's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Firecracker could not be started.
+    #[error("cannot run {binary}")]
+    Spawn {
+        /// The Firecracker binary.
+        binary: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API socket did not appear in time; the process was killed.
+    #[error("api socket {} never appeared within {after:?}", socket.display())]
+    SocketNeverAppeared {
+        /// The API socket.
+        socket: PathBuf,
+        /// How long the launch waited.
+        after: Duration,
+    },
+    /// The process ended while being configured or booted.
+    #[error("firecracker exited during boot (at {step}): {console}")]
+    ExitedDuringBoot {
+        /// The launch step that was running.
+        step: LaunchStep,
+        /// The end of its console log (Firecracker's own messages go there too).
+        console: String,
+    },
+    /// A launch step was refused or failed; the process was killed.
+    #[error("firecracker launch failed at {step}")]
+    Launch {
+        /// The step.
+        step: LaunchStep,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
+    /// The pidfile is missing or does not name this VM's Firecracker.
+    #[error("no firecracker process for {pidfile}")]
+    NotRunning {
+        /// The pidfile.
+        pidfile: PathBuf,
+    },
+    /// A snapshot failed; its partial files were removed.
+    #[error("snapshot {} failed; partial files removed", state.display())]
+    Snapshot {
+        /// The state file asked for.
+        state: PathBuf,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
+    /// An API call on a running VM failed.
+    #[error("firecracker api call failed")]
+    Api(#[from] ApiError),
+}
+
+/// The steps of [`FirecrackerVm::launch`] after the process is spawned, for errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchStep {
+    /// Writing the pidfile.
+    Pidfile,
+    /// Waiting for the API socket.
+    Socket,
+    /// `PUT /logger`.
+    Logger,
+    /// `PUT /metrics`.
+    Metrics,
+    /// `PUT /machine-config`.
+    MachineConfig,
+    /// `PUT /boot-source`.
+    BootSource,
+    /// `PUT /drives/{id}`.
+    Drive(String),
+    /// `PUT /network-interfaces/{id}`.
+    NetworkInterface(String),
+    /// `PUT /vsock`.
+    Vsock,
+    /// `InstanceStart`.
+    InstanceStart,
+}
+
+impl fmt::Display for LaunchStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LaunchStep::Pidfile => f.write_str("pidfile"),
+            LaunchStep::Socket => f.write_str("api socket"),
+            LaunchStep::Logger => f.write_str("logger"),
+            LaunchStep::Metrics => f.write_str("metrics"),
+            LaunchStep::MachineConfig => f.write_str("machine config"),
+            LaunchStep::BootSource => f.write_str("boot source"),
+            LaunchStep::Drive(id) => write!(f, "drive {id}"),
+            LaunchStep::NetworkInterface(id) => write!(f, "network interface {id}"),
+            LaunchStep::Vsock => f.write_str("vsock"),
+            LaunchStep::InstanceStart => f.write_str("instance start"),
+        }
+    }
+}
+
+/// Where a VM's Firecracker keeps its runtime files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirecrackerPaths {
+    /// The API socket.
+    pub socket: PathBuf,
+    /// The serial console log (the process's stdout and stderr).
+    pub console: PathBuf,
+    /// The pidfile, written by the launch.
+    pub pidfile: PathBuf,
+    /// The host side of the guest's vsock device, a Unix socket Firecracker creates.
+    pub vsock: PathBuf,
+    /// Firecracker's own log (a file, created if missing, or an existing named pipe).
+    pub log: Option<PathBuf>,
+    /// Firecracker's metrics (a file, created if missing, or an existing named pipe).
+    pub metrics: Option<PathBuf>,
+}
+
+impl FirecrackerPaths {
+    /// The usual layout in a VM's directory, with a log file and no metrics.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            socket: dir.join("firecracker.sock"),
+            console: dir.join("console.log"),
+            pidfile: dir.join("firecracker.pid"),
+            vsock: dir.join("vsock.sock"),
+            log: Some(dir.join("firecracker.log")),
+            metrics: None,
+        }
+    }
+}
+
+/// The guest's network interface: a TAP device on the host and the guest's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirecrackerNic {
+    /// The TAP device (in the VM's network namespace, if any).
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: MacAddr,
+}
+
+/// Everything one Firecracker microVM is launched with.
+#[derive(Debug, Clone)]
+pub struct FirecrackerConfig {
+    /// The `firecracker` binary.
+    pub binary: PathBuf,
+    /// The instance id (`--id`): letters, digits, `-` and `_`.
+    pub id: String,
+    /// Virtual CPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// The guest kernel, an uncompressed `vmlinux` ELF.
+    pub kernel: PathBuf,
+    /// The initramfs, if any.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line, passed as is (it names the root device: drives are
+    /// attached root disk first, so the guest sees it as `/dev/vda`).
+    pub cmdline: String,
+    /// The root disk, a raw image, writable.
+    pub root_disk: PathBuf,
+    /// The config drive, attached read-only as `/dev/vdb`.
+    pub config_drive: Option<PathBuf>,
+    /// The network interface, if any.
+    pub nic: Option<FirecrackerNic>,
+    /// The guest's vsock CID (its host-side socket is `paths.vsock`).
+    pub guest_cid: u32,
+    /// Dirty-page tracking, needed for diff snapshots.
+    pub track_dirty_pages: bool,
+    /// Further Firecracker options (e.g. `--boot-timer`).
+    pub extra_args: Vec<OsString>,
+    /// How long the API socket may take to appear.
+    pub socket_wait: Duration,
+    /// Runtime files.
+    pub paths: FirecrackerPaths,
+}
+
+/// A handle on one running Firecracker microVM.
+#[derive(Debug, Clone)]
+pub struct FirecrackerVm {
+    pid: Pid,
+    paths: FirecrackerPaths,
+    client: ApiClient,
+}
+
+impl FirecrackerVm {
+    /// Starts Firecracker for `config`, inside the network namespace at `netns` if given
+    /// (the TAP device lives there), configures the microVM and boots it. On failure nothing
+    /// is left running and the error names the step.
+    pub async fn launch(
+        config: &FirecrackerConfig,
+        netns: Option<&Path>,
+    ) -> Result<Self, FirecrackerError> {
+        check_inputs(config)?;
+        let paths = &config.paths;
+        for stale in [&paths.socket, &paths.pidfile, &paths.vsock] {
+            remove_if_exists(stale, "remove stale")?;
+        }
+
+        let pid = spawn(config, netns)?;
+        let vm = Self {
+            pid,
+            paths: paths.clone(),
+            client: ApiClient::new(&paths.socket),
+        };
+        match vm.boot(config).await {
+            Ok(()) => {
+                tracing::info!(id = %config.id, pid = vm.pid(), "firecracker microvm started");
+                Ok(vm)
+            }
+            Err(error) => {
+                vm.kill().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Finds the running Firecracker of a VM from its pidfile, checking that the process
+    /// really is the one serving `paths.socket`.
+    pub fn adopt(paths: &FirecrackerPaths) -> Result<Self, FirecrackerError> {
+        let not_running = || FirecrackerError::NotRunning {
+            pidfile: paths.pidfile.clone(),
+        };
+        let text = std::fs::read_to_string(&paths.pidfile).map_err(|_| not_running())?;
+        let pid = Pid::from_raw(text.trim().parse().map_err(|_| not_running())?);
+        let vm = Self {
+            pid,
+            paths: paths.clone(),
+            client: ApiClient::new(&paths.socket),
+        };
+        if vm.is_running() {
+            Ok(vm)
+        } else {
+            Err(not_running())
+        }
+    }
+
+    /// Firecracker's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The VM's runtime paths.
+    pub fn paths(&self) -> &FirecrackerPaths {
+        &self.paths
+    }
+
+    /// A client for this VM's API socket.
+    pub fn client(&self) -> &ApiClient {
+        &self.client
+    }
+
+    /// True while this VM's Firecracker exists and is not a zombie.
+    pub fn is_running(&self) -> bool {
+        let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
+        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+            return false;
+        };
+        let socket = self.paths.socket.as_os_str().as_encoded_bytes();
+        let ours = cmdline.windows(socket.len()).any(|w| w == socket);
+        ours && !is_zombie(&proc_dir)
+    }
+
+    /// `GET /`: the instance's id, state and Firecracker's version.
+    pub async fn describe(&self) -> Result<InstanceInfo, FirecrackerError> {
+        Ok(self.client.describe_instance().await?)
+    }
+
+    /// Pauses the guest's vCPUs.
+    pub async fn pause(&self) -> Result<(), FirecrackerError> {
+        Ok(self.client.pause().await?)
+    }
+
+    /// Resumes a paused guest.
+    pub async fn resume(&self) -> Result<(), FirecrackerError> {
+        Ok(self.client.resume().await?)
+    }
+
+    /// Writes a `kind` snapshot of the guest: its device state to `state` and its memory
+    /// to `memory`. The guest must be paused by the caller first (Firecracker refuses to
+    /// snapshot a running guest), so that a caller copying disks can keep it paused for
+    /// as long as the copy takes; it stays paused afterwards, whether the snapshot worked
+    /// or not. A failed snapshot leaves no partial file behind.
+    pub async fn snapshot(
+        &self,
+        kind: SnapshotType,
+        state: &Path,
+        memory: &Path,
+    ) -> Result<(), FirecrackerError> {
+        let request = SnapshotCreate {
+            snapshot_type: Some(kind),
+            ..SnapshotCreate::full(state, memory)
+        };
+        let Err(source) = self.client.create_snapshot(&request).await else {
+            return Ok(());
+        };
+        if let ApiError::SnapshotIncomplete { partial_files, .. } = &source {
+            for file in partial_files {
+                if let Err(error) = std::fs::remove_file(file) {
+                    tracing::warn!(path = %file.display(), %error, "cannot remove partial snapshot");
+                }
+            }
+        }
+        Err(FirecrackerError::Snapshot {
+            state: state.to_owned(),
+            source,
+        })
+    }
+
+    /// Asks the guest to reboot (Ctrl-Alt-Del, which ends Firecracker) and waits up to
+    /// `timeout` for the process to exit; then kills it. Removes the runtime sockets and
+    /// the pidfile either way.
+    pub async fn shutdown(&self, timeout: Duration) {
+        match self.client.send_ctrl_alt_del().await {
+            Ok(()) if self.wait_exit(timeout).await => {}
+            Ok(()) => tracing::warn!(pid = self.pid(), "guest ignored ctrl-alt-del; killing it"),
+            Err(error) => tracing::warn!(pid = self.pid(), %error, "cannot send ctrl-alt-del"),
+        }
+        self.kill().await;
+    }
+
+    /// Kills Firecracker at once, waits for it to be gone and removes the runtime sockets
+    /// and the pidfile.
+    pub async fn kill(&self) {
+        if self.is_running() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+        if !self.wait_exit(Duration::from_secs(10)).await {
+            tracing::error!(pid = self.pid(), "firecracker survived SIGKILL");
+        }
+        for file in [&self.paths.socket, &self.paths.pidfile, &self.paths.vsock] {
+            if let Err(error) = remove_if_exists(file, "remove") {
+                tracing::warn!(%error, "cannot clean up after firecracker");
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for Firecracker to exit; true if it did.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.is_running() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// The last lines of the guest's serial console.
+    pub fn console_tail(&self) -> String {
+        console_tail(&self.paths.console, CONSOLE_TAIL_LINES)
+    }
+
+    /// Every launch step after the spawn, in order.
+    async fn boot(&self, config: &FirecrackerConfig) -> Result<(), FirecrackerError> {
+        write_pidfile(&self.paths.pidfile, self.pid).map_err(|source| FirecrackerError::File {
+            action: "write pidfile",
+            path: self.paths.pidfile.clone(),
+            source,
+        })?;
+        self.wait_for_socket(config.socket_wait).await?;
+        self.configure_logging().await?;
+
+        let machine = MachineConfig {
+            track_dirty_pages: Some(config.track_dirty_pages),
+            ..MachineConfig::new(config.vcpus, config.memory_mib)
+        };
+        self.step(
+            LaunchStep::MachineConfig,
+            self.client.put_machine_config(&machine),
+        )
+        .await?;
+        let boot = BootSource {
+            kernel_image_path: config.kernel.clone(),
+            boot_args: Some(config.cmdline.clone()),
+            initrd_path: config.initrd.clone(),
+        };
+        self.step(LaunchStep::BootSource, self.client.put_boot_source(&boot))
+            .await?;
+        for drive in drives(config) {
+            let step = LaunchStep::Drive(drive.drive_id.clone());
+            self.step(step, self.client.put_drive(&drive)).await?;
+        }
+        if let Some(nic) = &config.nic {
+            let nic = NetworkInterface::new(NIC_ID, &nic.tap, nic.mac);
+            let step = LaunchStep::NetworkInterface(NIC_ID.to_owned());
+            self.step(step, self.client.put_network_interface(&nic))
+                .await?;
+        }
+        let vsock = Vsock {
+            guest_cid: config.guest_cid,
+            uds_path: self.paths.vsock.clone(),
+        };
+        self.step(LaunchStep::Vsock, self.client.put_vsock(&vsock))
+            .await?;
+        self.step(LaunchStep::InstanceStart, self.client.start_instance())
+            .await
+    }
+
+    /// Waits for the API socket, giving up early when the process is gone.
+    async fn wait_for_socket(&self, within: Duration) -> Result<(), FirecrackerError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if ApiClient::wait_for_socket(&self.paths.socket, left.min(SOCKET_POLL))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if !self.is_running() {
+                return Err(self.exited(LaunchStep::Socket));
+            }
+            if left.is_zero() {
+                return Err(FirecrackerError::SocketNeverAppeared {
+                    socket: self.paths.socket.clone(),
+                    after: within,
+                });
+            }
+        }
+    }
+
+    /// `PUT /logger` and `PUT /metrics`, when the paths name them.
+    async fn configure_logging(&self) -> Result<(), FirecrackerError> {
+        if let Some(log) = &self.paths.log {
+            ensure_file(log)?;
+            let logger = Logger {
+                log_path: Some(log.clone()),
+                ..Logger::default()
+            };
+            self.step(LaunchStep::Logger, self.client.put_logger(&logger))
+                .await?;
+        }
+        if let Some(path) = &self.paths.metrics {
+            ensure_file(path)?;
+            let metrics = Metrics {
+                metrics_path: path.clone(),
+            };
+            self.step(LaunchStep::Metrics, self.client.put_metrics(&metrics))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one API step; a failure is blamed on the process when it is gone.
+    async fn step(
+        &self,
+        step: LaunchStep,
+        call: impl std::future::Future<Output = Result<(), ApiError>>,
+    ) -> Result<(), FirecrackerError> {
+        let Err(source) = call.await else {
+            return Ok(());
+        };
+        if self.wait_exit(EXIT_GRACE).await {
+            return Err(self.exited(step));
+        }
+        Err(FirecrackerError::Launch { step, source })
+    }
+
+    fn exited(&self, step: LaunchStep) -> FirecrackerError {
+        FirecrackerError::ExitedDuringBoot {
+            step,
+            console: self.console_tail(),
+        }
+    }
+}
+
+/// The drives in attachment order: root disk, then the config drive.
+fn drives(config: &FirecrackerConfig) -> Vec<Drive> {
+    let root = Drive::new(ROOT_DRIVE_ID, &config.root_disk, false);
+    let config_drive = config
+        .config_drive
+        .as_ref()
+        .map(|path| Drive::new(CONFIG_DRIVE_ID, path, true));
+    std::iter::once(root).chain(config_drive).collect()
+}
+
+/// Spawns Firecracker detached (a session of its own, optionally in `netns`), its console
+/// going to the console log, and lets go of it.
+fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, FirecrackerError> {
+    let console =
+        std::fs::File::create(&config.paths.console).map_err(|source| FirecrackerError::File {
+            action: "create console log",
+            path: config.paths.console.clone(),
+            source,
+        })?;
+    let console_err = console
+        .try_clone()
+        .map_err(|source| FirecrackerError::File {
+            action: "open console log",
+            path: config.paths.console.clone(),
+            source,
+        })?;
+    let netns_file = netns
+        .map(|path| {
+            std::fs::File::open(path).map_err(|source| FirecrackerError::Netns {
+                path: path.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    let netns_fd = netns_file.as_ref().map(AsRawFd::as_raw_fd);
+
+    let mut cmd = tokio::process::Command::new(&config.binary);
+    cmd.arg("--api-sock")
+        .arg(&config.paths.socket)
+        .arg("--id")
+        .arg(&config.id)
+        .args(&config.extra_args)
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console_err);
+    // SAFETY: setsid and setns are async-signal-safe, and the namespace's file stays open
+    // until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || detach(netns_fd));
+    }
+    let child = cmd.spawn().map_err(|source| FirecrackerError::Spawn {
+        binary: config.binary.clone(),
+        source,
+    })?;
+    let pid = child.id().ok_or_else(|| FirecrackerError::Spawn {
+        binary: config.binary.clone(),
+        source: std::io::Error::other("exited before its pid was read"),
+    })?;
+    // Dropping the child lets tokio reap it whenever it exits; we track it by pid.
+    drop(child);
+    let pid = i32::try_from(pid).map_err(|_| FirecrackerError::Spawn {
+        binary: config.binary.clone(),
+        source: std::io::Error::other(format!("pid {pid} out of range")),
+    })?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// In the child before exec: a session of its own, then the network namespace.
+fn detach(netns_fd: Option<i32>) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on an fd owned by the parent for the duration of the spawn.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(fd) = netns_fd {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the pidfile atomically: a temporary file renamed over it.
+fn write_pidfile(pidfile: &Path, pid: Pid) -> std::io::Result<()> {
+    let mut tmp = pidfile.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, pidfile)
+}
+
+/// Creates `path` empty if it does not exist (Firecracker opens its log without creating
+/// it); an existing file or named pipe is left as it is.
+fn ensure_file(path: &Path) -> Result<(), FirecrackerError> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
+        .map_err(|source| FirecrackerError::File {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn remove_if_exists(path: &Path, action: &'static str) -> Result<(), FirecrackerError> {
+    match std::fs::remove_file(path) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            Err(FirecrackerError::File {
+                action,
+                path: path.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_zombie(proc_dir: &Path) -> bool {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+fn check_inputs(config: &FirecrackerConfig) -> Result<(), FirecrackerError> {
+    let mut files = vec![
+        ("firecracker binary", &config.binary),
+        ("kernel", &config.kernel),
+        ("root disk", &config.root_disk),
+    ];
+    files.extend(config.initrd.iter().map(|path| ("initramfs", path)));
+    files.extend(
+        config
+            .config_drive
+            .iter()
+            .map(|path| ("config drive", path)),
+    );
+    for (what, path) in files {
+        if !path.is_file() {
+            return Err(FirecrackerError::MissingFile {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopting_without_a_process_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = FirecrackerPaths::in_dir(dir.path());
+        assert!(matches!(
+            FirecrackerVm::adopt(&paths),
+            Err(FirecrackerError::NotRunning { .. })
+        ));
+        // Our own pid exists but is not this VM's Firecracker.
+        std::fs::write(&paths.pidfile, std::process::id().to_string()).unwrap();
+        assert!(matches!(
+            FirecrackerVm::adopt(&paths),
+            Err(FirecrackerError::NotRunning { .. })
+        ));
+    }
+
+    #[test]
+    fn steps_name_their_resource() {
+        assert_eq!(
+            LaunchStep::Drive("rootfs".into()).to_string(),
+            "drive rootfs"
+        );
+        assert_eq!(LaunchStep::InstanceStart.to_string(), "instance start");
+    }
+
+    #[test]
+    fn the_pidfile_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("fc.pid");
+        std::fs::write(&pidfile, "999999 stale").unwrap();
+        write_pidfile(&pidfile, Pid::from_raw(42)).unwrap();
+        assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), "42\n");
+        assert!(!dir.path().join("fc.pid.tmp").exists());
+    }
+}

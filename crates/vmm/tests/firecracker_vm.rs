@@ -1,0 +1,267 @@
+//! `FirecrackerVm` against `FakeFirecracker` (the `fake-firecracker` binary): the whole
+//! lifecycle with a snapshot, adoption after an agent restart, and launch and snapshot
+//! failures, each of which must leave no process, socket, pidfile or partial file behind.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use boxcutter_vmm::firecracker::api::{ApiError, InstanceState, SnapshotType};
+use boxcutter_vmm::firecracker::vm::{
+    FirecrackerConfig, FirecrackerError, FirecrackerNic, FirecrackerPaths, FirecrackerVm,
+    LaunchStep, CONFIG_DRIVE_ID, ROOT_DRIVE_ID,
+};
+use hyper::StatusCode;
+
+const FAKE: &str = env!("CARGO_BIN_EXE_fake-firecracker");
+
+/// A guest in `dir`, with its files, run by the fake with `faults` injected.
+fn config(dir: &Path, faults: &[&str]) -> FirecrackerConfig {
+    let file = |name: &str, size: usize| {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        path
+    };
+    FirecrackerConfig {
+        binary: PathBuf::from(FAKE),
+        id: "vm_test".into(),
+        vcpus: 1,
+        memory_mib: 128,
+        kernel: file("vmlinux", 64),
+        initrd: Some(file("initrd.img", 64)),
+        cmdline: "console=ttyS0 reboot=k panic=1 root=/dev/vda".into(),
+        root_disk: file("root.img", 1 << 20),
+        config_drive: Some(file("config.img", 1 << 16)),
+        nic: Some(FirecrackerNic {
+            tap: "bc-fc-test0".into(),
+            mac: "06:00:ac:10:00:02".parse().unwrap(),
+        }),
+        guest_cid: 3,
+        track_dirty_pages: true,
+        extra_args: faults
+            .iter()
+            .flat_map(|fault| [OsString::from("--fake-fault"), OsString::from(fault)])
+            .collect(),
+        socket_wait: Duration::from_secs(5),
+        paths: FirecrackerPaths::in_dir(dir),
+    }
+}
+
+/// The pids of live processes whose command line names `socket`.
+fn processes_serving(socket: &Path) -> Vec<u32> {
+    let needle = socket.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}
+
+fn assert_nothing_left(config: &FirecrackerConfig) {
+    let paths = &config.paths;
+    assert_eq!(processes_serving(&paths.socket), Vec::<u32>::new());
+    for file in [&paths.socket, &paths.pidfile, &paths.vsock] {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
+}
+
+async fn state(vm: &FirecrackerVm) -> InstanceState {
+    vm.describe().await.unwrap().state
+}
+
+#[tokio::test]
+async fn a_microvm_boots_pauses_snapshots_resumes_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    assert!(vm.is_running());
+    assert_eq!(
+        processes_serving(&config.paths.socket),
+        vec![vm.pid() as u32]
+    );
+    let pidfile = std::fs::read_to_string(&config.paths.pidfile).unwrap();
+    assert_eq!(pidfile.trim(), vm.pid().to_string());
+    assert_eq!(state(&vm).await, InstanceState::Running);
+
+    let vm_config = vm.client().vm_config().await.unwrap();
+    let drives: Vec<(&str, Option<bool>)> = vm_config
+        .drives
+        .iter()
+        .map(|d| (d.drive_id.as_str(), d.is_read_only))
+        .collect();
+    assert_eq!(
+        drives,
+        [(ROOT_DRIVE_ID, Some(false)), (CONFIG_DRIVE_ID, Some(true))]
+    );
+    assert_eq!(vm_config.network_interfaces.len(), 1);
+    assert_eq!(vm_config.vsock.unwrap().guest_cid, 3);
+    assert_eq!(
+        vm_config.machine_config.unwrap().track_dirty_pages,
+        Some(true)
+    );
+
+    vm.pause().await.unwrap();
+    assert_eq!(state(&vm).await, InstanceState::Paused);
+    let (snap, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    vm.snapshot(SnapshotType::Full, &snap, &mem).await.unwrap();
+    assert!(snap.is_file());
+    assert_eq!(std::fs::metadata(&mem).unwrap().len(), 128 << 20);
+    vm.resume().await.unwrap();
+    assert_eq!(state(&vm).await, InstanceState::Running);
+
+    let started = Instant::now();
+    vm.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exited on ctrl-alt-del"
+    );
+    assert!(!vm.is_running());
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_the_running_microvm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let pid = FirecrackerVm::launch(&config, None).await.unwrap().pid();
+
+    // The handle is gone, as after an agent restart; the process is not.
+    let vm = FirecrackerVm::adopt(&config.paths).unwrap();
+    assert_eq!(vm.pid(), pid);
+    assert_eq!(state(&vm).await, InstanceState::Running);
+
+    vm.kill().await;
+    assert_nothing_left(&config);
+    assert!(matches!(
+        FirecrackerVm::adopt(&config.paths),
+        Err(FirecrackerError::NotRunning { .. })
+    ));
+}
+
+#[tokio::test]
+async fn firecracker_dying_during_boot_leaves_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &["die-during-boot"]);
+    let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
+    let FirecrackerError::ExitedDuringBoot { step, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(step, &LaunchStep::InstanceStart);
+    let text = error.to_string();
+    assert!(
+        text.starts_with("firecracker exited during boot (at instance start): "),
+        "{text}"
+    );
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn an_api_socket_that_never_appears_fails_within_the_wait_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FirecrackerConfig {
+        socket_wait: Duration::from_millis(300),
+        ..config(dir.path(), &["no-socket"])
+    };
+    let started = Instant::now();
+    let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&error, FirecrackerError::SocketNeverAppeared { socket, .. }
+            if socket == &config.paths.socket),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "api socket {} never appeared within 300ms",
+            config.paths.socket.display()
+        )
+    );
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_refused_drive_stops_the_launch_at_that_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = format!("500:PUT /drives/{ROOT_DRIVE_ID}");
+    let config = config(dir.path(), &[&fault]);
+    let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
+    let FirecrackerError::Launch { step, source } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(step, &LaunchStep::Drive(ROOT_DRIVE_ID.into()));
+    assert_eq!(source.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(
+        error.to_string(),
+        "firecracker launch failed at drive rootfs"
+    );
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_snapshot_failing_halfway_leaves_no_partial_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &["snapshot-halfway"]);
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    vm.pause().await.unwrap();
+
+    let (snap, mem) = (dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let error = vm
+        .snapshot(SnapshotType::Full, &snap, &mem)
+        .await
+        .unwrap_err();
+    let FirecrackerError::Snapshot {
+        state: named,
+        source,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(named, &snap);
+    assert!(
+        matches!(source, ApiError::SnapshotIncomplete { partial_files, .. }
+            if partial_files == &[snap.clone(), mem.clone()]),
+        "{source:?}"
+    );
+    assert!(!snap.exists() && !mem.exists(), "partial files removed");
+
+    // The guest stays paused and can go on.
+    assert_eq!(state(&vm).await, InstanceState::Paused);
+    vm.resume().await.unwrap();
+    vm.kill().await;
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_guest_ignoring_ctrl_alt_del_is_killed_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &["ignore-ctrl-alt-del"]);
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    vm.shutdown(Duration::from_millis(300)).await;
+    assert!(!vm.is_running());
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_missing_kernel_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FirecrackerConfig {
+        kernel: dir.path().join("no-vmlinux"),
+        ..config(dir.path(), &[])
+    };
+    let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
+    assert!(
+        matches!(&error, FirecrackerError::MissingFile { what: "kernel", .. }),
+        "{error:?}"
+    );
+    assert!(!config.paths.console.exists(), "nothing was spawned");
+}
