@@ -397,6 +397,7 @@ docker-dev  100.64.1.43   boxcutter-node-1  qemu  2     4G   normal  running
                 ..VmCounts::default()
             },
             supports: vec![VmType::Firecracker, VmType::Qemu],
+            unsupported: Default::default(),
         };
         let nodes = [
             NodeInfo {

@@ -294,6 +294,12 @@ fn e2e_local_mode_two_nodes_two_users_every_command() {
         4,
         "bad input changed something"
     );
+    // The refusal says why, as the node found it.
+    let why = admin.refused(&["new", "--type", "firecracker"]);
+    assert!(
+        why.contains("firecracker binary not found at firecracker"),
+        "{why}"
+    );
 
     check_node_down_and_back(&admin, &up_args, &state);
     check_orchestrator_sigkill(&admin, &up_args, &state);

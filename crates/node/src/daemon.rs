@@ -14,6 +14,7 @@ use boxcutter_auth::ClusterSecret;
 use boxcutter_image::pool::{PoolConfig, StoragePool};
 use boxcutter_image::validate_image;
 use boxcutter_net::{firewall_ensure, FirewallConfig};
+use boxcutter_types::guest::VmType;
 use boxcutter_types::ByteSize;
 use boxcutter_vmm::kvm::{kvm_verdict, ProbeConfig};
 
@@ -52,6 +53,8 @@ pub struct DaemonConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// Runtime directory for QEMU's sockets (short paths).
     pub run_dir: PathBuf,
+    /// The Firecracker binary to look for.
+    pub firecracker: PathBuf,
 }
 
 /// Runs the agent until a termination signal.
@@ -93,14 +96,15 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
     let firewall = config.firewall.clone();
     blocking(move || firewall_ensure(None, &firewall), "install firewall").await?;
 
-    let accel = kvm_verdict(&ProbeConfig {
+    let verdict = kvm_verdict(&ProbeConfig {
         qemu: "qemu-system-x86_64".into(),
         kernel: image.vmlinux.clone(),
         initrd: image.initrd.clone(),
         cache_file: config.cache_dir.join("kvm-verdict.json"),
     })
-    .await
-    .accel;
+    .await;
+    let accel = verdict.accel;
+    let unsupported = firecracker_reason(&config.firecracker, &verdict).await;
     let mut capacity =
         CapacityConfig::from_host(config.reserved_ram_mib, pool.usage()?.total_bytes);
     capacity.ram_overcommit = config.ram_overcommit;
@@ -124,12 +128,30 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
             guest_dns_on_gateway: true,
             socket_dir,
         },
+        unsupported,
     };
     let node = Node::start(ctx, capacity).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     Ok((node, listener))
+}
+
+/// Why this node cannot run Firecracker VMs. Even with a usable binary and KVM the answer
+/// is "not yet": the node has no Firecracker backend.
+async fn firecracker_reason(
+    binary: &std::path::Path,
+    verdict: &boxcutter_vmm::kvm::KvmVerdict,
+) -> std::collections::BTreeMap<VmType, String> {
+    use boxcutter_vmm::firecracker::capability::detect;
+    let reason = match detect(binary, verdict).await {
+        Ok(version) => format!(
+            "firecracker {version} is usable, but this node agent has no Firecracker backend yet"
+        ),
+        Err(unavailable) => unavailable.to_string(),
+    };
+    tracing::info!(%reason, "firecracker VMs unavailable on this node");
+    [(VmType::Firecracker, reason)].into_iter().collect()
 }
 
 /// The metadata service and the DNS forwarder; a failure to serve either is logged, not

@@ -96,6 +96,9 @@ struct RunArgs {
     /// Directory for QEMU's sockets (default: /run/boxcutter/<id>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// The Firecracker binary (a name is looked up on PATH).
+    #[arg(long, default_value = "firecracker")]
+    firecracker: PathBuf,
 }
 
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
@@ -259,6 +262,7 @@ fn daemon_config(args: RunArgs) -> anyhow::Result<daemon::DaemonConfig> {
         cpu_overcommit: args.cpu_overcommit,
         cache_dir: CACHE_DIR.into(),
         dns_upstream: args.dns_upstream,
+        firecracker: args.firecracker,
         run_dir: args
             .run_dir
             .unwrap_or_else(|| Path::new("/run/boxcutter").join(&args.id)),

@@ -105,8 +105,8 @@ pub enum ScheduleError {
     Unsupported {
         /// The type.
         vm_type: VmType,
-        /// The likely reason, for Firecracker.
-        why: &'static str,
+        /// Why, as the nodes reported it (or the likely reason, for Firecracker).
+        why: String,
     },
     /// `--node` names an unknown node.
     #[error("no such node: {0}")]
@@ -118,12 +118,14 @@ pub enum ScheduleError {
     #[error("node {0} has not reported its health yet")]
     NoHealth(String),
     /// `--node` names a node that cannot run the type.
-    #[error("node {node} cannot run {vm_type} VMs")]
+    #[error("node {node} cannot run {vm_type} VMs{why}")]
     NodeUnsupported {
         /// The node.
         node: String,
         /// The type.
         vm_type: VmType,
+        /// The node's reason, when it gave one.
+        why: String,
     },
     /// No (or the pinned) node has room.
     #[error("{0}")]
@@ -203,35 +205,56 @@ fn choose_type(
     demand: &Demand,
 ) -> Result<(VmType, Option<String>), ScheduleError> {
     let any = |t| considered.iter().any(|n| n.supports(t));
-    let unsupported = |vm_type| match &demand.node {
-        Some(node) => ScheduleError::NodeUnsupported {
-            node: node.clone(),
-            vm_type,
-        },
-        None => ScheduleError::Unsupported {
-            vm_type,
-            why: if vm_type == VmType::Firecracker {
-                FIRECRACKER_WHY
-            } else {
-                ""
+    let unsupported = |vm_type| {
+        let reported = reasons(considered, vm_type);
+        match &demand.node {
+            Some(node) => ScheduleError::NodeUnsupported {
+                node: node.clone(),
+                vm_type,
+                why: reported.map(|r| format!(": {r}")).unwrap_or_default(),
             },
-        },
+            None => ScheduleError::Unsupported {
+                vm_type,
+                why: match (reported, vm_type) {
+                    (Some(r), _) => format!(" ({r}); use --type qemu"),
+                    (None, VmType::Firecracker) => FIRECRACKER_WHY.into(),
+                    (None, VmType::Qemu) => String::new(),
+                },
+            },
+        }
     };
     match demand.vm_type {
         Some(t) if any(t) => Ok((t, None)),
         Some(t) => Err(unsupported(t)),
         None if any(VmType::Firecracker) => Ok((VmType::Firecracker, None)),
-        None if any(VmType::Qemu) => Ok((VmType::Qemu, Some(fallback_note(demand)))),
+        None if any(VmType::Qemu) => Ok((VmType::Qemu, Some(fallback_note(considered, demand)))),
         None => Err(unsupported(VmType::Qemu)),
     }
 }
 
-fn fallback_note(demand: &Demand) -> String {
+/// The considered nodes' own reasons for not running `vm_type`, as `node: reason; ...`.
+fn reasons(considered: &[&NodeView], vm_type: VmType) -> Option<String> {
+    let found: Vec<String> = considered
+        .iter()
+        .filter_map(|n| {
+            let reason = n.health.as_ref()?.unsupported.get(&vm_type)?;
+            Some(if considered.len() == 1 {
+                reason.clone()
+            } else {
+                format!("{}: {reason}", n.id)
+            })
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+fn fallback_note(considered: &[&NodeView], demand: &Demand) -> String {
+    let why = reasons(considered, VmType::Firecracker).unwrap_or_else(|| "no usable KVM".into());
     match &demand.node {
         Some(node) => {
-            format!("node {node} does not support firecracker (no usable KVM); creating a qemu VM")
+            format!("node {node} does not support firecracker ({why}); creating a qemu VM")
         }
-        None => "no node supports firecracker (no usable KVM); creating a qemu VM".into(),
+        None => format!("no node supports firecracker ({why}); creating a qemu VM"),
     }
 }
 
@@ -289,6 +312,7 @@ mod tests {
                 disk_used_bytes: 0,
                 vms: VmCounts::default(),
                 supports: supports.to_vec(),
+                unsupported: Default::default(),
             }),
             held: Resources::default(),
         }
@@ -404,6 +428,39 @@ mod tests {
             err.to_string(),
             "no node can run firecracker VMs (Firecracker needs usable KVM and a firecracker \
              binary on the node); use --type qemu"
+        );
+    }
+
+    #[test]
+    fn the_nodes_own_reasons_are_passed_on() {
+        let mut a = node("a", 8192, QEMU);
+        let mut b = node("b", 4096, QEMU);
+        for (n, why) in [
+            (&mut a, "no usable KVM: boot timed out"),
+            (&mut b, "binary not found"),
+        ] {
+            if let Some(health) = n.health.as_mut() {
+                health.unsupported.insert(VmType::Firecracker, why.into());
+            }
+        }
+        let nodes = [a, b];
+        let note = schedule(&nodes, &demand(2048))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .note;
+        assert_eq!(
+            note.as_deref(),
+            Some(
+                "no node supports firecracker (a: no usable KVM: boot timed out; b: binary not \
+                 found); creating a qemu VM"
+            )
+        );
+        let mut fc = demand(2048);
+        fc.vm_type = Some(VmType::Firecracker);
+        fc.node = Some("b".into());
+        let err = schedule(&nodes, &fc).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node b cannot run firecracker VMs: binary not found"
         );
     }
 }

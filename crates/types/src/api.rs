@@ -148,6 +148,10 @@ pub struct NodeHealth {
     pub vms: VmCounts,
     /// VM types this node can run.
     pub supports: Vec<VmType>,
+    /// Why it cannot run the others (e.g. `firecracker`: "no usable KVM: ..."), so a
+    /// refusal can say exactly why.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unsupported: std::collections::BTreeMap<VmType, String>,
 }
 
 #[cfg(test)]

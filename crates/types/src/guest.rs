@@ -26,7 +26,7 @@ pub const CONFIG_MAGIC: &[u8] = b"BOXCUTTER-CONFIG v1\n";
 pub const CONFIG_BLOCK: usize = 4096;
 
 /// Which hypervisor runs a VM; the guest writes it to `/etc/boxcutter/vm-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmType {
     /// A Firecracker microVM.

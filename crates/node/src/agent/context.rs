@@ -57,6 +57,9 @@ pub struct NodeContext {
     pub netns: Option<Netns>,
     /// Runtime settings.
     pub runtime: RuntimeConfig,
+    /// VM types this node cannot run, with the reason (reported in health, given in
+    /// refusals).
+    pub unsupported: std::collections::BTreeMap<boxcutter_types::guest::VmType, String>,
 }
 
 impl NodeContext {

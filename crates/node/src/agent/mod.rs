@@ -63,7 +63,7 @@ impl Node {
 
     /// Admits and starts creating a VM; progress and the result arrive on the stream.
     pub fn create(&self, spec: VmSpec) -> Result<UnboundedReceiver<ProgressLine>, NodeError> {
-        validate(&spec, None)?;
+        validate(&spec, &self.ctx)?;
         let (progress, stream) = Progress::channel();
         let handle = self.admit(spec)?;
         handle.tell(Command::Create {
@@ -192,16 +192,21 @@ impl Node {
             disk_used_bytes: self.ctx.pool.usage().map_or(0, |u| u.used_bytes),
             vms,
             supports: vec![VmType::Qemu],
+            unsupported: self.ctx.unsupported.clone(),
         }
     }
 }
 
 /// Checks the bounds of a spec.
-fn validate(spec: &VmSpec, _node: Option<&str>) -> Result<(), NodeError> {
+fn validate(spec: &VmSpec, ctx: &NodeContext) -> Result<(), NodeError> {
     let bad = |m: String| Err(NodeError::BadInput(m));
     if spec.vm_type != VmType::Qemu {
+        let why = ctx
+            .unsupported
+            .get(&spec.vm_type)
+            .map_or("it supports: qemu", String::as_str);
         return Err(NodeError::Unsupported(format!(
-            "this node cannot run {} VMs (it supports: qemu)",
+            "this node cannot run {} VMs: {why}",
             spec.vm_type
         )));
     }

@@ -305,6 +305,7 @@ async fn health(State(s): St) -> Response {
             other: 0,
         },
         supports: inner.supports.clone(),
+        unsupported: Default::default(),
     })
     .into_response()
 }
