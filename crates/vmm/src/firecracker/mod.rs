@@ -8,3 +8,4 @@ pub mod capability;
 #[cfg(any(test, feature = "fake-firecracker"))]
 pub mod fake;
 pub mod vm;
+pub mod vm_config;

@@ -23,8 +23,6 @@
 //! uid drop), so a VMM escape has the daemon's privileges. Each launch also truncates the
 //! console log, so the console of an earlier boot of the same VM is lost.
 
-use std::ffi::OsString;
-use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,10 +32,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::api::{
-    ApiClient, ApiError, BootSource, Drive, InstanceInfo, Logger, MacAddr, MachineConfig, Metrics,
+    ApiClient, ApiError, BootSource, Drive, InstanceInfo, Logger, MachineConfig, Metrics,
     NetworkInterface, SnapshotCreate, SnapshotType, Vsock,
 };
 use crate::qemu::vm::console_tail;
+
+pub use super::vm_config::{
+    FirecrackerConfig, FirecrackerError, FirecrackerNic, FirecrackerPaths, LaunchStep,
+};
 
 /// How long a freshly spawned Firecracker may take to create its API socket by default.
 pub const DEFAULT_SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -59,209 +61,6 @@ pub const CONFIG_DRIVE_ID: &str = "config";
 
 /// The interface id of the guest's network interface.
 pub const NIC_ID: &str = "eth0";
-
-/// Errors driving a Firecracker microVM.
-#[derive(Debug, thiserror::Error)]
-pub enum FirecrackerError {
-    /// A file the guest needs is missing.
-    #[error("{what} {path} does not exist")]
-    MissingFile {
-        /// What the file is for.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-    },
-    /// A runtime file could not be prepared or cleaned up.
-    #[error("cannot {action} {path}")]
-    File {
-        /// What was being done, e.g. `remove stale socket`.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The network namespace to run in cannot be opened.
-    #[error("cannot open network namespace {path}")]
-    Netns {
-        /// The namespace's path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Firecracker could not be started.
-    #[error("cannot run {binary}")]
-    Spawn {
-        /// The Firecracker binary.
-        binary: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The API socket did not appear in time; the process was killed.
-    #[error("api socket {} never appeared within {after:?}", socket.display())]
-    SocketNeverAppeared {
-        /// The API socket.
-        socket: PathBuf,
-        /// How long the launch waited.
-        after: Duration,
-    },
-    /// The process ended while being configured or booted.
-    #[error("firecracker exited during boot (at {step}): {console}")]
-    ExitedDuringBoot {
-        /// The launch step that was running.
-        step: LaunchStep,
-        /// The end of its console log (Firecracker's own messages go there too).
-        console: String,
-    },
-    /// A launch step was refused or failed; the process was killed.
-    #[error("firecracker launch failed at {step}")]
-    Launch {
-        /// The step.
-        step: LaunchStep,
-        /// Why.
-        #[source]
-        source: ApiError,
-    },
-    /// The pidfile is missing or does not name this VM's Firecracker.
-    #[error("no firecracker process for {pidfile}")]
-    NotRunning {
-        /// The pidfile.
-        pidfile: PathBuf,
-    },
-    /// A snapshot failed; its partial files were removed.
-    #[error("snapshot {} failed; partial files removed", state.display())]
-    Snapshot {
-        /// The state file asked for.
-        state: PathBuf,
-        /// Why.
-        #[source]
-        source: ApiError,
-    },
-    /// An API call on a running VM failed.
-    #[error("firecracker api call failed")]
-    Api(#[from] ApiError),
-}
-
-/// The steps of [`FirecrackerVm::launch`] after the process is spawned, for errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LaunchStep {
-    /// Writing the pidfile.
-    Pidfile,
-    /// Waiting for the API socket.
-    Socket,
-    /// `PUT /logger`.
-    Logger,
-    /// `PUT /metrics`.
-    Metrics,
-    /// `PUT /machine-config`.
-    MachineConfig,
-    /// `PUT /boot-source`.
-    BootSource,
-    /// `PUT /drives/{id}`.
-    Drive(String),
-    /// `PUT /network-interfaces/{id}`.
-    NetworkInterface(String),
-    /// `PUT /vsock`.
-    Vsock,
-    /// `InstanceStart`.
-    InstanceStart,
-}
-
-impl fmt::Display for LaunchStep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LaunchStep::Pidfile => f.write_str("pidfile"),
-            LaunchStep::Socket => f.write_str("api socket"),
-            LaunchStep::Logger => f.write_str("logger"),
-            LaunchStep::Metrics => f.write_str("metrics"),
-            LaunchStep::MachineConfig => f.write_str("machine config"),
-            LaunchStep::BootSource => f.write_str("boot source"),
-            LaunchStep::Drive(id) => write!(f, "drive {id}"),
-            LaunchStep::NetworkInterface(id) => write!(f, "network interface {id}"),
-            LaunchStep::Vsock => f.write_str("vsock"),
-            LaunchStep::InstanceStart => f.write_str("instance start"),
-        }
-    }
-}
-
-/// Where a VM's Firecracker keeps its runtime files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FirecrackerPaths {
-    /// The API socket.
-    pub socket: PathBuf,
-    /// The serial console log (the process's stdout and stderr).
-    pub console: PathBuf,
-    /// The pidfile, written by the launch.
-    pub pidfile: PathBuf,
-    /// The host side of the guest's vsock device, a Unix socket Firecracker creates.
-    pub vsock: PathBuf,
-    /// Firecracker's own log (a file, created if missing, or an existing named pipe).
-    pub log: Option<PathBuf>,
-    /// Firecracker's metrics (a file, created if missing, or an existing named pipe).
-    pub metrics: Option<PathBuf>,
-}
-
-impl FirecrackerPaths {
-    /// The usual layout in a VM's directory, with a log file and no metrics.
-    pub fn in_dir(dir: &Path) -> Self {
-        Self {
-            socket: dir.join("firecracker.sock"),
-            console: dir.join("console.log"),
-            pidfile: dir.join("firecracker.pid"),
-            vsock: dir.join("vsock.sock"),
-            log: Some(dir.join("firecracker.log")),
-            metrics: None,
-        }
-    }
-}
-
-/// The guest's network interface: a TAP device on the host and the guest's MAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FirecrackerNic {
-    /// The TAP device (in the VM's network namespace, if any).
-    pub tap: String,
-    /// The guest's MAC address.
-    pub mac: MacAddr,
-}
-
-/// Everything one Firecracker microVM is launched with.
-#[derive(Debug, Clone)]
-pub struct FirecrackerConfig {
-    /// The `firecracker` binary.
-    pub binary: PathBuf,
-    /// The instance id (`--id`): letters, digits, `-` and `_`.
-    pub id: String,
-    /// Virtual CPUs.
-    pub vcpus: u8,
-    /// Guest memory.
-    pub memory_mib: u32,
-    /// The guest kernel, an uncompressed `vmlinux` ELF.
-    pub kernel: PathBuf,
-    /// The initramfs, if any.
-    pub initrd: Option<PathBuf>,
-    /// The kernel command line, passed as is (it names the root device: drives are
-    /// attached root disk first, so the guest sees it as `/dev/vda`).
-    pub cmdline: String,
-    /// The root disk, a raw image, writable.
-    pub root_disk: PathBuf,
-    /// The config drive, attached read-only as `/dev/vdb`.
-    pub config_drive: Option<PathBuf>,
-    /// The network interface, if any.
-    pub nic: Option<FirecrackerNic>,
-    /// The guest's vsock CID (its host-side socket is `paths.vsock`).
-    pub guest_cid: u32,
-    /// Dirty-page tracking, needed for diff snapshots.
-    pub track_dirty_pages: bool,
-    /// Further Firecracker options (e.g. `--boot-timer`).
-    pub extra_args: Vec<OsString>,
-    /// How long the API socket may take to appear.
-    pub socket_wait: Duration,
-    /// Runtime files.
-    pub paths: FirecrackerPaths,
-}
 
 /// A handle on one running Firecracker microVM.
 #[derive(Debug, Clone)]
