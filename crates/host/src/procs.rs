@@ -133,12 +133,7 @@ impl Daemon {
 
 /// True when `pid` runs (not a zombie) and its command line contains `marker`.
 pub fn is_ours(pid: i32, marker: &str) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+    boxcutter_sys::proc::runs_with(pid, marker.as_bytes())
 }
 
 fn wait_gone(pid: i32, marker: &str, timeout: Duration) -> bool {

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod error;
 pub mod fs;
+pub mod proc;
 
 pub use command::{run, CommandError};
 pub use error::error_chain;

@@ -24,7 +24,7 @@
 //! console log, so the console of an earlier boot of the same VM is lost.
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -139,13 +139,8 @@ impl FirecrackerVm {
 
     /// True while this VM's Firecracker exists and is not a zombie.
     pub fn is_running(&self) -> bool {
-        let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
-        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
-            return false;
-        };
         let socket = self.paths.socket.as_os_str().as_encoded_bytes();
-        let ours = cmdline.windows(socket.len()).any(|w| w == socket);
-        ours && !is_zombie(&proc_dir)
+        boxcutter_sys::proc::runs_with(self.pid.as_raw(), socket)
     }
 
     /// `GET /`: the instance's id, state and Firecracker's version.
@@ -470,13 +465,6 @@ fn remove_if_exists(path: &Path, action: &'static str) -> Result<(), Firecracker
         }
         _ => Ok(()),
     }
-}
-
-fn is_zombie(proc_dir: &Path) -> bool {
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    stat.rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 fn check_inputs(config: &FirecrackerConfig) -> Result<(), FirecrackerError> {

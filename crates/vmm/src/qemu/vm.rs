@@ -212,13 +212,8 @@ impl QemuVm {
 
     /// True while the QEMU process of this VM exists and is not a zombie.
     pub fn is_running(&self) -> bool {
-        let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
-        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
-            return false;
-        };
         let qmp = self.paths.qmp.as_os_str().as_encoded_bytes();
-        let ours = cmdline.windows(qmp.len()).any(|w| w == qmp);
-        ours && !is_zombie(&proc_dir)
+        boxcutter_sys::proc::runs_with(self.pid.as_raw(), qmp)
     }
 
     /// Waits for the guest agent's ready report.
@@ -357,13 +352,6 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
-fn is_zombie(proc_dir: &Path) -> bool {
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    stat.rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-}
-
 fn check_inputs(config: &QemuConfig) -> Result<(), QemuError> {
     let mut files = vec![
         ("kernel", &config.kernel),
@@ -412,10 +400,5 @@ mod tests {
             QemuVm::adopt(&paths),
             Err(QemuError::NotRunning { .. })
         ));
-    }
-
-    #[test]
-    fn this_process_is_not_a_zombie() {
-        assert!(!is_zombie(Path::new("/proc/self")));
     }
 }
