@@ -222,20 +222,46 @@ async fn boot_steps(
         paths.agent.clone(),
         paths.pidfile.clone(),
     ]);
-    let vm = QemuVm::launch(&config, env.netns.as_deref()).await?;
-    undo.vm = Some(vm.clone());
-    launched(vm.pid());
-    timings.launch = step.elapsed();
+    let mut attempt = 1;
+    let vm = loop {
+        let vm = QemuVm::launch(&config, env.netns.as_deref()).await?;
+        undo.vm = Some(vm.clone());
+        launched(vm.pid());
+        timings.launch = step.elapsed();
 
-    let step = Instant::now();
-    timings.guest_uptime = vm.wait_ready(env.ready_timeout).await?.guest_uptime;
-    timings.ready = step.elapsed();
+        let waited = Instant::now();
+        match vm.wait_ready(env.ready_timeout).await {
+            Ok(ready) => {
+                timings.guest_uptime = ready.guest_uptime;
+                timings.ready = waited.elapsed();
+                break vm;
+            }
+            Err(QemuError::GuestExited { console })
+                if attempt == 1 && died_in_firmware(&console) =>
+            {
+                // Limitation: under TCG on these machines a guest very rarely resets right
+                // after the firmware, before the kernel prints anything; one more launch of
+                // the same disk (nothing has touched it yet) boots normally.
+                tracing::warn!(vm = %spec.name, "guest reset before its kernel started; launching it again");
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     tracing::info!(vm = %spec.name, pid = vm.pid(), ready_ms = timings.ready.as_millis() as u64, "guest ready");
     Ok(BootedGuest {
         vm,
         host_public_key,
         timings,
     })
+}
+
+/// True when a guest's console shows nothing past the firmware: no kernel message, no
+/// initramfs or agent line.
+fn died_in_firmware(console: &str) -> bool {
+    !console
+        .lines()
+        .any(|l| l.contains("boxcutter") || l.trim_start().starts_with('['))
 }
 
 /// What a failed boot has to take back.
@@ -368,6 +394,19 @@ mod tests {
             vm_type: VmType::Qemu,
             net: None,
         }
+    }
+
+    #[test]
+    fn only_a_console_without_kernel_output_counts_as_a_firmware_death() {
+        assert!(died_in_firmware(
+            "SeaBIOS (version 1.16.3)\nBooting from ROM.."
+        ));
+        assert!(!died_in_firmware(
+            "Booting from ROM..\n[    0.51] Kernel panic - not syncing"
+        ));
+        assert!(!died_in_firmware(
+            "boxcutter-initramfs: cannot mount root filesystem /dev/vda"
+        ));
     }
 
     #[test]
