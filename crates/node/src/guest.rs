@@ -237,12 +237,13 @@ async fn boot_steps(
                 break vm;
             }
             Err(QemuError::GuestExited { console })
-                if attempt == 1 && died_in_firmware(&console) =>
+                if attempt < EARLY_DEATH_ATTEMPTS && died_before_userspace(&console) =>
             {
-                // Limitation: under TCG on these machines a guest very rarely resets right
-                // after the firmware, before the kernel prints anything; one more launch of
-                // the same disk (nothing has touched it yet) boots normally.
-                tracing::warn!(vm = %spec.name, "guest reset before its kernel started; launching it again");
+                // Limitation: under TCG (QEMU 10, Debian's 6.1 kernel) a 1-vCPU guest often
+                // panics in early kernel init ("Attempted to kill the idle task" in
+                // __x86_return_thunk) before any initramfs or agent line; its disk is
+                // untouched then, so launching it again is safe. 2-vCPU guests do not.
+                tracing::warn!(vm = %spec.name, attempt, "guest died in early kernel boot; launching it again");
                 attempt += 1;
             }
             Err(error) => return Err(error.into()),
@@ -256,12 +257,13 @@ async fn boot_steps(
     })
 }
 
-/// True when a guest's console shows nothing past the firmware: no kernel message, no
-/// initramfs or agent line.
-fn died_in_firmware(console: &str) -> bool {
-    !console
-        .lines()
-        .any(|l| l.contains("boxcutter") || l.trim_start().starts_with('['))
+/// How many times a guest that dies before userspace is launched in all.
+const EARLY_DEATH_ATTEMPTS: u32 = 5;
+
+/// True when a guest's console shows no initramfs or agent line: it died in the firmware
+/// or the kernel, before anything of ours ran or touched its disk.
+fn died_before_userspace(console: &str) -> bool {
+    !console.lines().any(|l| l.contains("boxcutter"))
 }
 
 /// What a failed boot has to take back.
@@ -397,15 +399,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_console_without_kernel_output_counts_as_a_firmware_death() {
-        assert!(died_in_firmware(
+    fn only_deaths_before_our_code_ran_count_as_early() {
+        assert!(died_before_userspace(
             "SeaBIOS (version 1.16.3)\nBooting from ROM.."
         ));
-        assert!(!died_in_firmware(
-            "Booting from ROM..\n[    0.51] Kernel panic - not syncing"
+        assert!(died_before_userspace(
+            "[    0.18] Kernel panic - not syncing: idle task"
         ));
-        assert!(!died_in_firmware(
-            "boxcutter-initramfs: cannot mount root filesystem /dev/vda"
+        assert!(!died_before_userspace(
+            "boxcutter-initramfs: cannot mount root filesystem"
+        ));
+        assert!(!died_before_userspace(
+            "boxcutter-guest: [  2100 ms] sshd failed"
         ));
     }
 
