@@ -2,7 +2,6 @@
 //! memory with 0 and 10 VMs. Runs the real `boxcutter-node run` in a namespace of its own.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,8 +164,6 @@ impl Drop for BenchNode {
 fn spawn_agent(ns: &Netns, dir: &Path, image: &Path) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?.with_file_name("boxcutter-node");
     let log = std::fs::File::create(dir.join("agent.log"))?;
-    let ns_file = std::fs::File::open(ns.path())?;
-    let fd = ns_file.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.args([
         "run",
@@ -196,16 +193,8 @@ fn spawn_agent(ns: &Netns, dir: &Path, image: &Path) -> anyhow::Result<Child> {
     .arg(image)
     .stdout(Stdio::from(log.try_clone()?))
     .stderr(Stdio::from(log));
-    // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    let ns_path = ns.path();
+    let _ns = boxcutter_sys::proc::place_child(&mut cmd, Some(&ns_path), false)?;
     Ok(cmd.spawn()?)
 }
 

@@ -5,7 +5,6 @@
 //! line, so a recycled pid is never mistaken for it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,26 +85,11 @@ impl Daemon {
             .open(&self.log)
             .map_err(io("open log", &self.log))?;
         let err = log.try_clone().map_err(io("open log", &self.log))?;
-        let ns = netns
-            .map(|p| File::open(p).map_err(io("open namespace", p)))
-            .transpose()?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(err);
-        let ns_fd = ns.as_ref().map(AsRawFd::as_raw_fd);
-        // SAFETY: setsid and setns are async-signal-safe; the fd outlives the spawn.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                match ns_fd {
-                    Some(fd) if libc::setns(fd, libc::CLONE_NEWNET) != 0 => {
-                        Err(std::io::Error::last_os_error())
-                    }
-                    _ => Ok(()),
-                }
-            });
-        }
+        let ns_path = netns.unwrap_or(Path::new(""));
+        let _ns = boxcutter_sys::proc::place_child(&mut cmd, netns, true)
+            .map_err(io("open namespace", ns_path))?;
         let child = cmd.spawn().map_err(|source| ProcError::Spawn {
             program: program.display().to_string(),
             source,

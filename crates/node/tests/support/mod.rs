@@ -228,8 +228,6 @@ impl TestNode {
 
     pub fn spawn_agent(&mut self, image: &Path) {
         let log = std::fs::File::create(self.dir.path().join("agent.log")).unwrap();
-        let ns_file = std::fs::File::open(self.node_ns.path()).unwrap();
-        let fd = ns_file.as_raw_fd();
         let mut cmd = Command::new(node_binary());
         cmd.args([
             "run",
@@ -256,16 +254,8 @@ impl TestNode {
         .env("RUST_LOG", "info,boxcutter_node=debug")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));
-        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        let ns_path = self.node_ns.path();
+        let _ns = boxcutter_sys::proc::place_child(&mut cmd, Some(&ns_path), false).unwrap();
         self.agent = Some(cmd.spawn().unwrap());
     }
 

@@ -23,7 +23,6 @@
 //! uid drop), so a VMM escape has the daemon's privileges. Each launch also truncates the
 //! console log, so the console of an earlier boot of the same VM is lost.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -374,16 +373,6 @@ fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, Firecr
             path: config.paths.console.clone(),
             source,
         })?;
-    let netns_file = netns
-        .map(|path| {
-            std::fs::File::open(path).map_err(|source| FirecrackerError::Netns {
-                path: path.to_owned(),
-                source,
-            })
-        })
-        .transpose()?;
-    let netns_fd = netns_file.as_ref().map(AsRawFd::as_raw_fd);
-
     let mut cmd = tokio::process::Command::new(&config.binary);
     cmd.arg("--api-sock")
         .arg(&config.paths.socket)
@@ -393,11 +382,13 @@ fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, Firecr
         .stdin(Stdio::null())
         .stdout(console)
         .stderr(console_err);
-    // SAFETY: setsid and setns are async-signal-safe, and the namespace's file stays open
-    // until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || detach(netns_fd));
-    }
+    let _netns =
+        boxcutter_sys::proc::place_child(cmd.as_std_mut(), netns, true).map_err(|source| {
+            FirecrackerError::Netns {
+                path: netns.map(Path::to_owned).unwrap_or_default(),
+                source,
+            }
+        })?;
     let child = cmd.spawn().map_err(|source| FirecrackerError::Spawn {
         binary: config.binary.clone(),
         source,
@@ -413,22 +404,6 @@ fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, Firecr
         source: std::io::Error::other(format!("pid {pid} out of range")),
     })?;
     Ok(Pid::from_raw(pid))
-}
-
-/// In the child before exec: a session of its own, then the network namespace.
-fn detach(netns_fd: Option<i32>) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on an fd owned by the parent for the duration of the spawn.
-    unsafe {
-        if libc::setsid() < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if let Some(fd) = netns_fd {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Writes the pidfile atomically: a temporary file renamed over it.

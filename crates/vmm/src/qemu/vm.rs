@@ -6,7 +6,6 @@
 //! `QemuVm` is therefore only a handle: the pid (checked against the process's command
 //! line, so a recycled pid is never mistaken for the guest) and the VM's runtime paths.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -142,27 +141,13 @@ impl QemuVm {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let netns_file = netns
-            .map(|path| {
-                std::fs::File::open(path).map_err(|source| QemuError::Netns {
-                    path: path.to_owned(),
+        let _netns =
+            boxcutter_sys::proc::place_child(cmd.as_std_mut(), netns, false).map_err(|source| {
+                QemuError::Netns {
+                    path: netns.map(Path::to_owned).unwrap_or_default(),
                     source,
-                })
-            })
-            .transpose()?;
-        if let Some(file) = &netns_file {
-            let fd = file.as_raw_fd();
-            // SAFETY: setns is async-signal-safe and `fd` stays open until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
+                }
+            })?;
         let child = cmd.spawn().map_err(|source| QemuError::Spawn {
             binary: config.binary.clone(),
             source,
