@@ -66,6 +66,9 @@ pub enum StepError {
     /// The `boxcutter.*` parameters are wrong.
     #[error("parse kernel command line")]
     Params(#[source] BootParamsError),
+    /// Taking extra vCPUs offline failed.
+    #[error("take extra vCPUs offline")]
+    Cpus(#[source] io::Error),
     /// The root disk could not be identified.
     #[error(transparent)]
     Disk(#[from] DiskError),
@@ -138,6 +141,10 @@ pub fn boot(layout: &Layout, reporter: &Reporter, pending: Pending) -> Booted {
     steps.run("mounts", || Ok(mounts::mount_all()?), mounted);
     console::open(&layout.dev.join("console"));
     let params = steps.run("cmdline", || read_params(layout), |p| p.to_cmdline());
+    if let Some(keep) = params.as_ref().and_then(|p| p.vcpus) {
+        let cpus = || crate::cpus::keep_online(layout, keep).map_err(StepError::Cpus);
+        steps.run("cpus", cpus, |n| format!("offlined={n}"));
+    }
     let device = |r: &RootDevice| format!("device={}", r.name);
     let root = steps.run("root-disk", || root_device(layout), device);
 

@@ -138,6 +138,7 @@ mod tests {
             name: VmName::new("bold-fox").unwrap(),
             vm_type: VmType::Firecracker,
             net: None,
+            vcpus: None,
         };
         write_files(&layout, &params).unwrap();
 

@@ -26,6 +26,7 @@ pub mod boot;
 pub mod channel;
 pub mod cli;
 pub mod config_drive;
+pub mod cpus;
 pub mod disks;
 pub mod files;
 pub mod identity;

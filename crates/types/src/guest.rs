@@ -109,6 +109,8 @@ pub struct BootParams {
     pub vm_type: VmType,
     /// Static network configuration; `None` leaves the network down.
     pub net: Option<GuestNet>,
+    /// CPUs the guest keeps online, when it booted with more (`boxcutter.vcpus`).
+    pub vcpus: Option<u32>,
 }
 
 impl BootParams {
@@ -127,12 +129,15 @@ impl BootParams {
             }
             words.push(format!("boxcutter.net={value}"));
         }
+        if let Some(vcpus) = self.vcpus {
+            words.push(format!("boxcutter.vcpus={vcpus}"));
+        }
         words.join(" ")
     }
 
     /// Parses a whole kernel command line, ignoring words that are not `boxcutter.*`.
     pub fn parse(cmdline: &str) -> Result<Self, BootParamsError> {
-        let (mut name, mut vm_type, mut net) = (None, None, None);
+        let (mut name, mut vm_type, mut net, mut vcpus) = (None, None, None, None);
         for word in cmdline.split_ascii_whitespace() {
             let Some((key, value)) = word
                 .strip_prefix("boxcutter.")
@@ -144,6 +149,13 @@ impl BootParams {
                 "name" => name = Some(parse_name(value)?),
                 "type" => vm_type = Some(value.parse()?),
                 "net" => net = Some(parse_net(value)?),
+                "vcpus" => {
+                    let bad = || BootParamsError::Invalid {
+                        key: "vcpus",
+                        value: value.into(),
+                    };
+                    vcpus = Some(value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?);
+                }
                 _ => {}
             }
         }
@@ -151,6 +163,7 @@ impl BootParams {
             name: name.ok_or(BootParamsError::Missing("name"))?,
             vm_type: vm_type.ok_or(BootParamsError::Missing("type"))?,
             net,
+            vcpus,
         })
     }
 }
@@ -254,6 +267,7 @@ mod tests {
                 gateway: "10.0.0.1".parse().unwrap(),
                 dns: vec!["10.0.0.1".parse().unwrap(), "1.1.1.1".parse().unwrap()],
             }),
+            vcpus: Some(1),
         }
     }
 
