@@ -251,6 +251,55 @@ pub enum AgentEvent {
     },
     /// The guest is shutting down (power button, Ctrl-Alt-Del or a signal).
     ShuttingDown,
+    /// A [`HostCommand::Refresh`] was carried out: the guest is now the VM it names.
+    Refreshed {
+        /// Guest uptime when the refresh finished, in milliseconds.
+        uptime_ms: u64,
+    },
+}
+
+/// The vsock CID of the host, as every guest sees it.
+pub const HOST_CID: u32 = 2;
+
+/// The vsock port on the host where a Firecracker guest's agent sends its
+/// [`AgentEvent`]s. Firecracker turns the guest's connection into a connection to the Unix
+/// socket `<vsock uds_path>_1024` on the host, which the node listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// The vsock port the guest agent listens on for [`HostCommand`]s. The node reaches it
+/// through Firecracker's vsock Unix socket: it connects, writes `CONNECT 1025\n`, reads
+/// `OK <port>\n`, then sends one command line and reads one [`AgentEvent`] line back.
+pub const CONTROL_VSOCK_PORT: u32 = 1025;
+
+/// Host → guest commands, one JSON object per line: on the vsock control port
+/// ([`CONTROL_VSOCK_PORT`]) for Firecracker, on the agent's virtio-serial port for QEMU.
+/// The guest answers each with one [`AgentEvent`]: `Refreshed`, or `Failed` with the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostCommand {
+    /// The guest was restored from a snapshot (a copy of a running VM, or a migration):
+    /// it becomes the VM named here.
+    Refresh(Refresh),
+}
+
+/// What a restored guest must change to become a VM of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    /// The VM's name: the hostname and identity files are redone for it.
+    pub name: VmName,
+    /// The VM's network; `None` keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<GuestNet>,
+    /// The host's wall clock, milliseconds since the Unix epoch: a restored guest's clock
+    /// stopped when its snapshot was taken.
+    pub unix_time_ms: u64,
+    /// At least 32 random bytes, hex-encoded, mixed into the guest's RNG and credited,
+    /// so that copies of one snapshot do not share their random state.
+    pub entropy: String,
+    /// A new SSH host key (OpenSSH ed25519 private key) for sshd; `None` keeps the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 #[cfg(test)]

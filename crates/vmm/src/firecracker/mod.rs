@@ -4,6 +4,7 @@
 //! run (`fake`, test-only). Design, test procedure and targets: `docs/firecracker.md`.
 
 pub mod api;
+pub mod boot_args;
 pub mod capability;
 #[cfg(any(test, feature = "fake-firecracker"))]
 pub mod fake;

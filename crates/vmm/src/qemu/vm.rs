@@ -243,7 +243,7 @@ impl QemuVm {
             Ok(AgentEvent::Failed { step, error }) => {
                 Some(Err(QemuError::GuestFailed { step, error }))
             }
-            Ok(AgentEvent::ShuttingDown) => None,
+            Ok(AgentEvent::ShuttingDown | AgentEvent::Refreshed { .. }) => None,
             Err(error) => {
                 tracing::debug!(%error, "ignoring unparsable agent line");
                 None
