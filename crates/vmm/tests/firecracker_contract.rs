@@ -11,8 +11,8 @@ mod firecracker_support;
 use std::time::Duration;
 
 use boxcutter_vmm::firecracker::api::{
-    ApiClient, ApiError, Balloon, Drive, InstanceState, Logger, MachineConfig, Metrics, NoContent,
-    Request, SnapshotCreate, SnapshotLoad,
+    ApiClient, ApiError, Balloon, Drive, DriveUpdate, InstanceState, Logger, MachineConfig,
+    Metrics, NoContent, Request, SnapshotCreate, SnapshotLoad, VsockOverride,
 };
 use firecracker_support::{skipped, Target, MEM_MIB};
 use hyper::{Method, StatusCode};
@@ -54,6 +54,8 @@ contract_tests! {
     runtime_calls_are_refused_before_start,
     a_snapshot_load_after_boot_configuration_is_refused,
     a_drive_id_differing_from_its_path_is_refused,
+    a_loaded_snapshot_takes_another_vsock_socket_and_drive_file,
+    a_drive_update_before_start_is_refused,
 }
 
 /// How long a guest may take to end after Ctrl-Alt-Del.
@@ -205,6 +207,64 @@ async fn a_snapshot_loads_in_a_fresh_process(target: Target) {
         .create_snapshot(&diff)
         .await
         .expect("diff snapshot after a tracked load");
+}
+
+/// A copy of a running guest, as `cp` makes it: the snapshot is loaded while its source
+/// still holds its vsock socket, onto another socket, and the copy's drive is switched to
+/// its own file before it runs.
+async fn a_loaded_snapshot_takes_another_vsock_socket_and_drive_file(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = target.guest(dir.path());
+    let snapshot = SnapshotCreate::full(dir.path().join("vm.state"), dir.path().join("vm.mem"));
+    let source = target.launch(dir.path(), "source").await;
+    guest.configure(&source.client).await;
+    source.client.start_instance().await.expect("InstanceStart");
+    source.client.pause().await.expect("pause");
+    source
+        .client
+        .create_snapshot(&snapshot)
+        .await
+        .expect("snapshot");
+    source.client.resume().await.expect("resume");
+
+    let copy = target.launch(dir.path(), "copy").await;
+    let copy_vsock = dir.path().join("copy-vsock.sock");
+    let mut load = SnapshotLoad::from_files(&snapshot.snapshot_path, &snapshot.mem_file_path);
+    load.vsock_override = Some(VsockOverride {
+        uds_path: copy_vsock.clone(),
+    });
+    copy.client
+        .load_snapshot(&load)
+        .await
+        .expect("load beside the running source");
+    let copy_data = dir.path().join("copy-data.img");
+    std::fs::copy(&guest.data, &copy_data).unwrap();
+    copy.client
+        .patch_drive(&DriveUpdate::backing_file("data", &copy_data))
+        .await
+        .expect("PATCH /drives on a loaded guest");
+    let missing = DriveUpdate::backing_file("data", dir.path().join("absent.img"));
+    assert_refused(copy.client.patch_drive(&missing).await, "");
+    copy.client.resume().await.expect("resume");
+    assert_eq!(state(&copy.client).await, InstanceState::Running);
+
+    let config = copy.client.vm_config().await.expect("GET /vm/config");
+    assert_eq!(config.vsock.expect("vsock").uds_path, copy_vsock);
+    let data = config.drives.iter().find(|d| d.drive_id == "data").unwrap();
+    assert_eq!(data.path_on_host.as_ref(), Some(&copy_data));
+    assert_eq!(state(&source.client).await, InstanceState::Running);
+}
+
+async fn a_drive_update_before_start_is_refused(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = target.guest(dir.path());
+    let vm = target.launch(dir.path(), "vm").await;
+    guest.configure(&vm.client).await;
+    let update = DriveUpdate::backing_file("data", &guest.data);
+    assert_refused(
+        vm.client.patch_drive(&update).await,
+        "not supported before starting the microVM",
+    );
 }
 
 /// A request type sending whatever JSON the test wants to a given endpoint.

@@ -191,5 +191,5 @@ async fn capability_detection_reads_the_binary_version() {
     let version = capability::detect(fake, &kvm)
         .await
         .expect("a runnable binary");
-    assert_eq!(version, FirecrackerVersion::new(1, 12, 0));
+    assert_eq!(version, FirecrackerVersion::new(1, 16, 1));
 }

@@ -8,11 +8,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use boxcutter_types::guest::{HostCommand, Refresh};
+use boxcutter_types::VmName;
 use boxcutter_vmm::firecracker::api::{ApiError, InstanceState, SnapshotType};
 use boxcutter_vmm::firecracker::vm::{
     FirecrackerConfig, FirecrackerError, FirecrackerNic, FirecrackerPaths, FirecrackerVm,
-    LaunchStep, CONFIG_DRIVE_ID, ROOT_DRIVE_ID,
+    LaunchStep, SnapshotFiles, CONFIG_DRIVE_ID, ROOT_DRIVE_ID,
 };
+use boxcutter_vmm::firecracker::vsock::AgentListener;
 use hyper::StatusCode;
 
 const FAKE: &str = env!("CARGO_BIN_EXE_fake-firecracker");
@@ -261,6 +264,155 @@ async fn a_missing_kernel_fails_before_anything_starts() {
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     assert!(
         matches!(&error, FirecrackerError::MissingFile { what: "kernel", .. }),
+        "{error:?}"
+    );
+    assert!(!config.paths.console.exists(), "nothing was spawned");
+}
+
+#[tokio::test]
+async fn the_guest_agent_reports_ready_over_vsock() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    // Bound before the launch, as the node does: the agent connects as soon as it runs.
+    let listener = AgentListener::bind(&config.paths.vsock).unwrap();
+    assert_eq!(
+        listener.path(),
+        PathBuf::from(format!("{}_1024", config.paths.vsock.display()))
+    );
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    vm.wait_ready(&listener, Duration::from_secs(10))
+        .await
+        .unwrap();
+    vm.kill().await;
+    drop(listener);
+    assert!(!dir.path().join("vsock.sock_1024").exists());
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_guest_that_never_reports_ready_times_out_with_its_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    // Listening somewhere the guest does not connect to.
+    let elsewhere = AgentListener::bind(&dir.path().join("other.sock")).unwrap();
+    let error = vm
+        .wait_ready(&elsewhere, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, FirecrackerError::ReadyTimeout { .. }),
+        "{error:?}"
+    );
+    vm.kill().await;
+    assert_nothing_left(&config);
+}
+
+fn refresh(name: &str) -> HostCommand {
+    HostCommand::Refresh(Refresh {
+        name: VmName::new(name).unwrap(),
+        net: None,
+        unix_time_ms: 1_900_000_000_000,
+        entropy: "ab".repeat(32),
+        ssh_host_key: None,
+    })
+}
+
+#[tokio::test]
+async fn a_running_microvm_is_copied_through_a_snapshot() {
+    let (src_dir, copy_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source_config = config(src_dir.path(), &[]);
+    let listener = AgentListener::bind(&source_config.paths.vsock).unwrap();
+    let source = FirecrackerVm::launch(&source_config, None).await.unwrap();
+    source
+        .wait_ready(&listener, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    source.pause().await.unwrap();
+    let snapshot = SnapshotFiles::in_dir(copy_dir.path());
+    source
+        .snapshot(SnapshotType::Full, &snapshot.state, &snapshot.memory)
+        .await
+        .unwrap();
+    source.resume().await.unwrap();
+
+    let copy_config = FirecrackerConfig {
+        id: "vm_copy".into(),
+        nic: Some(FirecrackerNic {
+            tap: "bc-fc-copy0".into(),
+            mac: "06:00:ac:10:00:06".parse().unwrap(),
+        }),
+        ..config(copy_dir.path(), &[])
+    };
+    let copy = FirecrackerVm::restore(&copy_config, &snapshot, None)
+        .await
+        .unwrap();
+    assert_eq!(state(&copy).await, InstanceState::Running);
+    let restored = copy.client().vm_config().await.unwrap();
+    let files: Vec<_> = restored
+        .drives
+        .iter()
+        .map(|d| d.path_on_host.clone().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            copy_config.root_disk.clone(),
+            copy_config.config_drive.clone().unwrap()
+        ],
+        "the copy runs on its own disks"
+    );
+    assert_eq!(restored.network_interfaces[0].host_dev_name, "bc-fc-copy0");
+    assert_eq!(restored.vsock.unwrap().uds_path, copy_config.paths.vsock);
+
+    copy.refresh(&refresh("copy-1"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The source goes on beside its copy.
+    assert_eq!(state(&source).await, InstanceState::Running);
+
+    copy.shutdown(Duration::from_secs(5)).await;
+    source.shutdown(Duration::from_secs(5)).await;
+    assert_nothing_left(&copy_config);
+    assert_nothing_left(&source_config);
+}
+
+#[tokio::test]
+async fn a_paused_guest_cannot_be_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let vm = FirecrackerVm::launch(&config, None).await.unwrap();
+    vm.pause().await.unwrap();
+    let error = vm
+        .refresh(&refresh("copy-2"), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string() == "guest channel"
+            && boxcutter_sys::error_chain(&error).contains("does not accept connections"),
+        "{}",
+        boxcutter_sys::error_chain(&error)
+    );
+    vm.kill().await;
+    assert_nothing_left(&config);
+}
+
+#[tokio::test]
+async fn a_missing_snapshot_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let error = FirecrackerVm::restore(&config, &SnapshotFiles::in_dir(dir.path()), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            FirecrackerError::MissingFile {
+                what: "snapshot",
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(!config.paths.console.exists(), "nothing was spawned");

@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use crate::kvm::{Accel, KvmVerdict};
 
-/// The oldest Firecracker Boxcutter drives. 1.8 added ACPI device discovery, which the
-/// Debian guest kernel needs: it lacks `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`, so it cannot
-/// find virtio-mmio devices from the kernel command line as older Firecrackers require.
-pub const MINIMUM_VERSION: FirecrackerVersion = FirecrackerVersion::new(1, 8, 0);
+/// The oldest Firecracker Boxcutter drives:
+/// - 1.8 added ACPI device discovery, which the Debian guest kernel needs: it lacks
+///   `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`, so it cannot find virtio-mmio devices from the
+///   kernel command line as older Firecrackers require;
+/// - 1.16 added `vsock_override` to snapshot loads, without which a copy of a running VM
+///   cannot be restored beside its source (both would bind the same vsock socket);
+/// - 1.16.1 fixed restored guests whose vsock device stayed silent.
+pub const MINIMUM_VERSION: FirecrackerVersion = FirecrackerVersion::new(1, 16, 1);
 
 /// How long `firecracker --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,7 +106,7 @@ pub enum Unsupported {
     },
     /// The binary is older than [`MINIMUM_VERSION`].
     #[error("firecracker at {} is {version}; {MINIMUM_VERSION} or newer is needed (ACPI \
-             device discovery for the Debian guest kernel)", path.display())]
+             device discovery, vsock on restored snapshots)", path.display())]
     TooOld {
         /// The configured path.
         path: PathBuf,
@@ -249,8 +253,8 @@ mod tests {
             Some(FirecrackerVersion::new(1, 8, 0))
         );
         assert_eq!(
-            parse("Firecracker v1.12.0-fake"),
-            Some(FirecrackerVersion::new(1, 12, 0))
+            parse("Firecracker v1.16.1-fake"),
+            Some(FirecrackerVersion::new(1, 16, 1))
         );
         for bad in [
             "",
@@ -261,14 +265,14 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
-        assert!(FirecrackerVersion::new(1, 10, 0) > MINIMUM_VERSION);
-        assert_eq!(MINIMUM_VERSION.to_string(), "v1.8.0");
+        assert!(FirecrackerVersion::new(1, 16, 2) > MINIMUM_VERSION);
+        assert_eq!(MINIMUM_VERSION.to_string(), "v1.16.1");
     }
 
     #[test]
     fn a_working_binary_and_kvm_is_supported() {
-        let decided = decide(Path::new(BIN), ran("Firecracker v1.10.1\n"), &kvm_works());
-        assert_eq!(decided, Ok(FirecrackerVersion::new(1, 10, 1)));
+        let decided = decide(Path::new(BIN), ran("Firecracker v1.16.1\n"), &kvm_works());
+        assert_eq!(decided, Ok(FirecrackerVersion::new(1, 16, 1)));
     }
 
     #[test]
@@ -298,11 +302,11 @@ mod tests {
         let old = decide(Path::new(BIN), ran("Firecracker v1.7.0\n"), &kvm_works()).unwrap_err();
         assert!(
             old.to_string()
-                .contains("is v1.7.0; v1.8.0 or newer is needed"),
+                .contains("is v1.7.0; v1.16.1 or newer is needed"),
             "{old}"
         );
 
-        let kvm = decide(Path::new(BIN), ran("Firecracker v1.10.1"), &no_kvm()).unwrap_err();
+        let kvm = decide(Path::new(BIN), ran("Firecracker v1.16.1"), &no_kvm()).unwrap_err();
         assert_eq!(
             kvm.to_string(),
             "no usable KVM: cannot open /dev/kvm: No such file or directory"
@@ -330,7 +334,7 @@ mod tests {
             reason: None,
             ..no_kvm()
         };
-        let vague = decide(Path::new(BIN), ran("Firecracker v1.10.1"), &vague).unwrap_err();
+        let vague = decide(Path::new(BIN), ran("Firecracker v1.16.1"), &vague).unwrap_err();
         assert_eq!(vague.to_string(), "no usable KVM: the KVM probe failed");
     }
 

@@ -10,3 +10,4 @@ pub mod capability;
 pub mod fake;
 pub mod vm;
 pub mod vm_config;
+pub mod vsock;

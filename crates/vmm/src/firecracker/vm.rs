@@ -15,6 +15,13 @@
 //!   ─ machine config ─ boot source ─ drives ─ network interface ─ vsock ─ instance start
 //! ```
 //!
+//! A copy of a running guest starts from a snapshot instead ([`FirecrackerVm::restore`]):
+//!
+//! ```text
+//! remove stale socket/pidfile ─ spawn ─ pidfile ─ socket ─ logger ─ metrics
+//!   ─ snapshot load (this VM's TAP and vsock socket) ─ drives → this VM's files ─ resume
+//! ```
+//!
 //! Any failure after the spawn kills the process and removes the API socket, the vsock
 //! socket and the pidfile; the console log and Firecracker's log are kept, they explain
 //! the failure.
@@ -30,10 +37,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use boxcutter_types::guest::{AgentEvent, HostCommand};
+
 use super::api::{
-    ApiClient, ApiError, BootSource, Drive, InstanceInfo, Logger, MachineConfig, Metrics,
-    NetworkInterface, SnapshotCreate, SnapshotType, Vsock,
+    ApiClient, ApiError, BootSource, Drive, DriveUpdate, InstanceInfo, Logger, MachineConfig,
+    Metrics, NetworkInterface, NetworkOverride, SnapshotCreate, SnapshotLoad, SnapshotType, Vsock,
+    VsockOverride,
 };
+use super::vsock::{send_command, AgentListener};
 use crate::qemu::vm::console_tail;
 
 pub use super::vm_config::{
@@ -98,6 +109,117 @@ impl FirecrackerVm {
                 vm.kill().await;
                 Err(error)
             }
+        }
+    }
+
+    /// Starts Firecracker for `config` from a snapshot of another guest: the guest continues
+    /// from the moment of the snapshot, but on this VM's TAP device, vsock socket, root
+    /// disk and config drive. The snapshot's drives must still exist while it loads (the
+    /// load opens them before they are switched); nothing else of the source is used. The
+    /// guest runs when this returns; it does not know yet that it is a copy
+    /// ([`FirecrackerVm::refresh`]).
+    pub async fn restore(
+        config: &FirecrackerConfig,
+        snapshot: &SnapshotFiles,
+        netns: Option<&Path>,
+    ) -> Result<Self, FirecrackerError> {
+        check_inputs(config)?;
+        for (what, path) in [
+            ("snapshot", &snapshot.state),
+            ("memory file", &snapshot.memory),
+        ] {
+            if !path.is_file() {
+                return Err(FirecrackerError::MissingFile {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        let paths = &config.paths;
+        for stale in [&paths.socket, &paths.pidfile, &paths.vsock] {
+            remove_if_exists(stale, "remove stale")?;
+        }
+        let pid = spawn(config, netns)?;
+        let vm = Self {
+            pid,
+            paths: paths.clone(),
+            client: ApiClient::new(&paths.socket),
+        };
+        match vm.load(config, snapshot).await {
+            Ok(()) => {
+                tracing::info!(id = %config.id, pid = vm.pid(), "firecracker microvm restored");
+                Ok(vm)
+            }
+            Err(error) => {
+                vm.kill().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits for the guest agent's ready report on `listener` (bound before the launch),
+    /// for at most `timeout`; returns the guest's uptime at ready. Firecracker is left
+    /// running whatever the outcome: the caller decides.
+    pub async fn wait_ready(
+        &self,
+        listener: &AgentListener,
+        timeout: Duration,
+    ) -> Result<Duration, FirecrackerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting = async {
+            loop {
+                let mut events = listener.accept().await?;
+                while let Some(event) = events.next().await? {
+                    match event {
+                        AgentEvent::Ready { uptime_ms } => {
+                            return Ok(Duration::from_millis(uptime_ms))
+                        }
+                        AgentEvent::Failed { step, error } => {
+                            return Err(FirecrackerError::GuestFailed { step, error })
+                        }
+                        AgentEvent::ShuttingDown | AgentEvent::Refreshed { .. } => {}
+                    }
+                }
+            }
+        };
+        tokio::pin!(waiting);
+        let mut liveness = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                result = &mut waiting => return result,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(FirecrackerError::ReadyTimeout {
+                        timeout,
+                        console: self.console_tail(),
+                    })
+                }
+                _ = liveness.tick() => {
+                    if !self.is_running() {
+                        return Err(FirecrackerError::GuestExited {
+                            console: self.console_tail(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells a restored guest that it is now another VM (new name, network, clock, RNG
+    /// state, host key) and waits up to `within` for the agent to confirm.
+    pub async fn refresh(
+        &self,
+        command: &HostCommand,
+        within: Duration,
+    ) -> Result<(), FirecrackerError> {
+        match send_command(&self.paths.vsock, command, within).await? {
+            AgentEvent::Refreshed { .. } => Ok(()),
+            AgentEvent::Failed { step, error } => {
+                Err(FirecrackerError::GuestFailed { step, error })
+            }
+            other => Err(FirecrackerError::GuestFailed {
+                step: "refresh".into(),
+                error: format!("unexpected answer {other:?}"),
+            }),
         }
     }
 
@@ -279,6 +401,42 @@ impl FirecrackerVm {
             .await
     }
 
+    /// Every restore step after the spawn, in order.
+    async fn load(
+        &self,
+        config: &FirecrackerConfig,
+        snapshot: &SnapshotFiles,
+    ) -> Result<(), FirecrackerError> {
+        write_pidfile(&self.paths.pidfile, self.pid).map_err(|source| FirecrackerError::File {
+            action: "write pidfile",
+            path: self.paths.pidfile.clone(),
+            source,
+        })?;
+        self.wait_for_socket(config.socket_wait).await?;
+        self.configure_logging().await?;
+        let mut load = SnapshotLoad::from_files(&snapshot.state, &snapshot.memory);
+        if config.track_dirty_pages {
+            load = load.tracking_dirty_pages();
+        }
+        load.network_overrides = config.nic.as_ref().map(|nic| {
+            vec![NetworkOverride {
+                iface_id: NIC_ID.to_owned(),
+                host_dev_name: nic.tap.clone(),
+            }]
+        });
+        load.vsock_override = Some(VsockOverride {
+            uds_path: self.paths.vsock.clone(),
+        });
+        self.step(LaunchStep::LoadSnapshot, self.client.load_snapshot(&load))
+            .await?;
+        for drive in drives(config) {
+            let update = DriveUpdate::backing_file(&drive.drive_id, &drive.path_on_host);
+            let step = LaunchStep::UpdateDrive(drive.drive_id.clone());
+            self.step(step, self.client.patch_drive(&update)).await?;
+        }
+        self.step(LaunchStep::Resume, self.client.resume()).await
+    }
+
     /// Waits for the API socket, giving up early when the process is gone.
     async fn wait_for_socket(&self, within: Duration) -> Result<(), FirecrackerError> {
         let deadline = Instant::now() + within;
@@ -343,6 +501,34 @@ impl FirecrackerVm {
         FirecrackerError::ExitedDuringBoot {
             step,
             console: self.console_tail(),
+        }
+    }
+}
+
+/// The two files of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFiles {
+    /// The microVM state (devices, vCPUs).
+    pub state: std::path::PathBuf,
+    /// Guest memory.
+    pub memory: std::path::PathBuf,
+}
+
+impl SnapshotFiles {
+    /// The usual names in a directory.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            state: dir.join("snapshot.state"),
+            memory: dir.join("snapshot.mem"),
+        }
+    }
+
+    /// Removes both files (missing ones are fine).
+    pub fn remove(&self) {
+        for file in [&self.state, &self.memory] {
+            if let Err(error) = remove_if_exists(file, "remove") {
+                tracing::warn!(%error, "cannot remove snapshot file");
+            }
         }
     }
 }

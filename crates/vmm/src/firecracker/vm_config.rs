@@ -91,6 +91,31 @@ pub enum FirecrackerError {
     /// An API call on a running VM failed.
     #[error("firecracker api call failed")]
     Api(#[from] ApiError),
+    /// The guest's vsock channel failed.
+    #[error("guest channel")]
+    Vsock(#[from] super::vsock::VsockError),
+    /// The guest agent reported a failed step.
+    #[error("guest agent: {step} failed: {error}")]
+    GuestFailed {
+        /// The step.
+        step: String,
+        /// Why.
+        error: String,
+    },
+    /// The guest did not report ready in time; Firecracker is left running for the caller.
+    #[error("guest not ready within {timeout:?}; console:\n{console}")]
+    ReadyTimeout {
+        /// How long it waited.
+        timeout: Duration,
+        /// The end of the console log.
+        console: String,
+    },
+    /// Firecracker ended while the guest was booting.
+    #[error("firecracker exited before the guest was ready; console:\n{console}")]
+    GuestExited {
+        /// The end of the console log.
+        console: String,
+    },
 }
 
 /// The steps of [`FirecrackerVm::launch`] after the process is spawned, for errors.
@@ -116,6 +141,12 @@ pub enum LaunchStep {
     Vsock,
     /// `InstanceStart`.
     InstanceStart,
+    /// `PUT /snapshot/load`.
+    LoadSnapshot,
+    /// `PATCH /drives/{id}` on a loaded guest.
+    UpdateDrive(String),
+    /// `PATCH /vm` Resumed on a loaded guest.
+    Resume,
 }
 
 impl fmt::Display for LaunchStep {
@@ -131,6 +162,9 @@ impl fmt::Display for LaunchStep {
             LaunchStep::NetworkInterface(id) => write!(f, "network interface {id}"),
             LaunchStep::Vsock => f.write_str("vsock"),
             LaunchStep::InstanceStart => f.write_str("instance start"),
+            LaunchStep::LoadSnapshot => f.write_str("snapshot load"),
+            LaunchStep::UpdateDrive(id) => write!(f, "drive {id} update"),
+            LaunchStep::Resume => f.write_str("resume"),
         }
     }
 }

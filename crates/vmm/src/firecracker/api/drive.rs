@@ -1,4 +1,5 @@
-//! `PUT /drives/{drive_id}`: virtio-block devices backed by host files.
+//! `PUT /drives/{drive_id}` and `PATCH /drives/{drive_id}`: virtio-block devices backed by
+//! host files.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,41 @@ impl Drive {
 
 impl Request for Drive {
     const METHOD: Method = Method::PUT;
+    type Response = super::NoContent;
+    fn path(&self) -> String {
+        format!("/drives/{}", self.drive_id)
+    }
+}
+
+/// `PartialDrive` (post-boot only, also on a guest loaded from a snapshot): a new backing
+/// file for an existing drive. Firecracker opens the new file and tells the guest the
+/// device's size may have changed; the guest keeps its block device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveUpdate {
+    /// The drive's id, as configured before boot.
+    pub drive_id: String,
+    /// The new backing file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_on_host: Option<PathBuf>,
+    /// New I/O limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+impl DriveUpdate {
+    /// Points drive `drive_id` at `path`.
+    pub fn backing_file(drive_id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            drive_id: drive_id.into(),
+            path_on_host: Some(path.into()),
+            rate_limiter: None,
+        }
+    }
+}
+
+impl Request for DriveUpdate {
+    const METHOD: Method = Method::PATCH;
     type Response = super::NoContent;
     fn path(&self) -> String {
         format!("/drives/{}", self.drive_id)

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 pub use actions::{ActionType, InstanceAction};
 pub use balloon::{Balloon, BalloonInfo};
 pub use boot::{BootSource, BootSourceInfo};
-pub use drive::{CacheType, Drive, DriveInfo, IoEngine};
+pub use drive::{CacheType, Drive, DriveInfo, DriveUpdate, IoEngine};
 pub use error::ApiError;
 pub use logging::{LogLevel, Logger, Metrics};
 pub use machine::{GetMachineConfig, HugePages, MachineConfig, MachineConfigInfo};
@@ -52,6 +52,7 @@ pub use net::{InvalidMac, MacAddr, NetworkInterface, NetworkInterfaceInfo};
 pub use rate_limiter::{RateLimiter, TokenBucket};
 pub use snapshot::{
     MemoryBackend, MemoryBackendType, NetworkOverride, SnapshotCreate, SnapshotLoad, SnapshotType,
+    VsockOverride,
 };
 pub use vm::{
     DescribeInstance, FullVmConfig, GetVersion, GetVmConfig, InstanceInfo, InstanceState,
@@ -174,6 +175,11 @@ impl ApiClient {
     /// `PUT /drives/{drive_id}`.
     pub async fn put_drive(&self, drive: &Drive) -> Result<(), ApiError> {
         self.send(drive).await.map(drop)
+    }
+
+    /// `PATCH /drives/{drive_id}`.
+    pub async fn patch_drive(&self, update: &DriveUpdate) -> Result<(), ApiError> {
+        self.send(update).await.map(drop)
     }
 
     /// `PUT /network-interfaces/{iface_id}`.

@@ -93,6 +93,9 @@ pub struct SnapshotLoad {
     /// TAP devices to use instead of those in the snapshot; newer Firecracker releases only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_overrides: Option<Vec<NetworkOverride>>,
+    /// The vsock Unix socket to bind instead of the snapshot's; Firecracker 1.16 and newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_override: Option<VsockOverride>,
 }
 
 impl SnapshotLoad {
@@ -107,6 +110,7 @@ impl SnapshotLoad {
             track_dirty_pages: None,
             resume_vm: None,
             network_overrides: None,
+            vsock_override: None,
         }
     }
 
@@ -170,4 +174,13 @@ pub struct NetworkOverride {
     pub iface_id: String,
     /// The TAP device to use now.
     pub host_dev_name: String,
+}
+
+/// `VsockOverride`: the host-side Unix socket a restored vsock device binds instead of the
+/// one saved in the snapshot (whose owner, the source VM, may still hold it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockOverride {
+    /// The Unix socket to bind.
+    pub uds_path: PathBuf,
 }

@@ -33,8 +33,8 @@ use super::resources::{open_existing, Resources};
 use super::snapshot_files::{self, Completion};
 use super::FAKE_VMM_VERSION;
 use crate::firecracker::api::{
-    ActionType, InstanceAction, InstanceState, Logger, MemoryBackendType, Metrics, SnapshotCreate,
-    SnapshotLoad, SnapshotType, VmState, VmStateUpdate,
+    ActionType, DriveUpdate, InstanceAction, InstanceState, Logger, MemoryBackendType, Metrics,
+    SnapshotCreate, SnapshotLoad, SnapshotType, VmState, VmStateUpdate,
 };
 
 /// Firecracker's limit on request bodies.
@@ -60,6 +60,7 @@ enum Action {
     CreateSnapshot,
     CtrlAltDel,
     FlushMetrics,
+    UpdateDevice,
 }
 
 /// Why the state machine refuses an action.
@@ -82,15 +83,16 @@ fn transition(phase: Phase, action: Action) -> Result<Phase, Denial> {
         (NotStarted, LoadSnapshot) => Ok(Paused),
         (NotStarted, Start) => Ok(Running),
         (Running | Paused, Configure | LoadSnapshot | Start) => Err(Denial::PostBoot),
-        (NotStarted, Pause | Resume | CreateSnapshot | CtrlAltDel | FlushMetrics) => {
-            Err(Denial::PreBoot)
-        }
+        (
+            NotStarted,
+            Pause | Resume | CreateSnapshot | CtrlAltDel | FlushMetrics | UpdateDevice,
+        ) => Err(Denial::PreBoot),
         (Running | Paused, Pause) => Ok(Paused),
         (Running | Paused, Resume) => Ok(Running),
         (Paused, CreateSnapshot) => Ok(Paused),
         (Running, CreateSnapshot) => Err(Denial::NotPaused),
-        (Running, CtrlAltDel | FlushMetrics) => Ok(Running),
-        (Paused, CtrlAltDel | FlushMetrics) => Ok(Paused),
+        (Running, CtrlAltDel | FlushMetrics | UpdateDevice) => Ok(Running),
+        (Paused, CtrlAltDel | FlushMetrics | UpdateDevice) => Ok(Paused),
     }
 }
 
@@ -210,6 +212,16 @@ pub(super) struct Contract {
     ctrl_alt_del_pending: bool,
     faults: Vec<Fault>,
     log: Vec<String>,
+    guest_work: Vec<GuestWork>,
+}
+
+/// What the simulated guest (`super::guest`) is to do once the guest runs: its vsock
+/// device's listener, and whether it just booted (and so announces itself).
+#[derive(Debug)]
+pub(super) struct GuestWork {
+    pub listener: UnixListener,
+    pub uds_path: std::path::PathBuf,
+    pub booted: bool,
 }
 
 type Handled = Result<Reply, Refusal>;
@@ -231,7 +243,35 @@ impl Contract {
             ctrl_alt_del_pending: false,
             faults,
             log: Vec::new(),
+            guest_work: Vec::new(),
         }
+    }
+
+    /// Hands the simulated guest what became its job since the last call.
+    pub fn take_guest_work(&mut self) -> Vec<GuestWork> {
+        std::mem::take(&mut self.guest_work)
+    }
+
+    /// Records what happened on the vsock device, in the request log.
+    pub fn note(&mut self, line: String) {
+        self.log.push(line);
+    }
+
+    /// Whether the guest's vCPUs run (a paused guest answers nothing on vsock).
+    pub fn guest_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    fn hand_vsock_to_guest(&mut self, booted: bool) {
+        let (Some(listener), Some(vsock)) = (self.vsock_listener.take(), &self.resources.vsock)
+        else {
+            return;
+        };
+        self.guest_work.push(GuestWork {
+            listener,
+            uds_path: vsock.uds_path.clone(),
+            booted,
+        });
     }
 
     /// Answers one request; `body` is `None` when the request has none.
@@ -295,6 +335,7 @@ impl Contract {
             ("PUT", ["snapshot", "create"], Some(body)) => self.create_snapshot(parse(body)?),
             ("PUT", ["snapshot", "load"], Some(body)) => self.load_snapshot(parse(body)?),
             ("PATCH", ["vm"], Some(body)) => self.set_vm_state(parse(body)?),
+            ("PATCH", ["drives", id], Some(body)) => self.update_drive(id, parse(body)?),
             ("PUT", ["machine-config"], Some(body)) => self.configure(body, BOOT, |s, config| {
                 s.resources.set_machine_config(config)
             }),
@@ -397,6 +438,7 @@ impl Contract {
         }
         self.phase = next;
         self.dirty_tracking = self.resources.machine.track_dirty_pages.unwrap_or(false);
+        self.hand_vsock_to_guest(true);
         Ok(Reply::no_content())
     }
 
@@ -425,6 +467,21 @@ impl Contract {
         if self.phase == Phase::Running && self.ctrl_alt_del_pending {
             return Ok(Reply::no_content().then(After::Exit(0)));
         }
+        Ok(Reply::no_content())
+    }
+
+    /// `PATCH /drives/{id}`: a new backing file for a drive the guest has.
+    fn update_drive(&mut self, path_id: &str, update: DriveUpdate) -> Handled {
+        transition(self.phase, Action::UpdateDevice).map_err(Denial::refusal)?;
+        if update.drive_id != path_id {
+            return Err(Refusal::bad_request(
+                "The id from the path does not match the id from the body!",
+            ));
+        }
+        let Some(path) = &update.path_on_host else {
+            return Ok(Reply::no_content());
+        };
+        self.resources.update_drive_file(path_id, path)?;
         Ok(Reply::no_content())
     }
 
@@ -496,6 +553,7 @@ impl Contract {
         self.dirty_tracking = request.enable_diff_snapshots.unwrap_or(false)
             || request.track_dirty_pages.unwrap_or(false);
         self.resources.machine.track_dirty_pages = Some(self.dirty_tracking);
+        self.hand_vsock_to_guest(false);
         if request.resume_vm.unwrap_or(false) {
             self.phase = transition(self.phase, Action::Resume).map_err(Denial::refusal)?;
         }
@@ -527,7 +585,10 @@ impl Contract {
             let id = drive.drive_id.clone();
             resources.set_drive(&id, drive).map_err(|r| r.message)?;
         }
-        if let Some(vsock) = saved.vsock.take() {
+        if let Some(mut vsock) = saved.vsock.take() {
+            if let Some(vsock_override) = &request.vsock_override {
+                vsock.uds_path = vsock_override.uds_path.clone();
+            }
             self.vsock_listener = Some(Resources::bind_vsock(&vsock).map_err(|r| r.message)?);
             resources.vsock = Some(vsock);
         }

@@ -15,15 +15,18 @@
 //! Firecracker's (`--api-sock PATH`, `--id ID`), so code that launches Firecracker can
 //! launch it unchanged. Another crate can make its own binary from [`run_process`].
 //!
+//! The guest is simulated only as far as the node talks to it: `guest` plays a Boxcutter
+//! guest agent on the vsock device (a ready report after boot, answers to host commands).
 //! What it does not model: the guest itself (nothing boots; "running" is a state), TAP
 //! devices (names are checked, devices are not opened), MMDS, CPU templates, hot-plug,
 //! entropy, serial, pmem and userfaultfd memory backends. Fields of the spec our client
 //! never sends are refused as unknown (stricter than Firecracker); fields only newer
-//! releases know (`track_dirty_pages` and `network_overrides` on a load) are accepted, as
-//! the current spec does.
+//! releases know (`track_dirty_pages`, `network_overrides` and `vsock_override` on a load)
+//! are accepted, as the current spec does.
 
 mod contract;
 mod faults;
+mod guest;
 mod process;
 mod resources;
 mod server;
@@ -46,7 +49,7 @@ use contract::Contract;
 
 /// The version the fake reports (`GET /`, `GET /version`, `--version`): a release newer
 /// than [`MINIMUM_VERSION`](crate::firecracker::capability::MINIMUM_VERSION), marked fake.
-pub const FAKE_VMM_VERSION: &str = "1.12.0-fake";
+pub const FAKE_VMM_VERSION: &str = "1.16.1-fake";
 
 /// How to start a fake.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,6 +101,30 @@ impl Resources {
         Ok(())
     }
 
+    /// Points an existing drive at another file, which must open as the drive says.
+    pub fn update_drive_file(&mut self, id: &str, path: &Path) -> Result<(), Refusal> {
+        let drive = self
+            .drives
+            .iter_mut()
+            .find(|d| d.drive_id == id)
+            .ok_or_else(|| {
+                Refusal::bad_request(format!(
+                    "Drive config error: Unable to patch the block device: no drive {id}"
+                ))
+            })?;
+        let updated = Drive {
+            path_on_host: path.to_owned(),
+            ..drive.clone()
+        };
+        open_backing_file(&updated).map_err(|e| {
+            Refusal::bad_request(format!(
+                "Drive config error: Unable to patch the block device: {e}"
+            ))
+        })?;
+        *drive = updated;
+        Ok(())
+    }
+
     pub fn set_nic(&mut self, path_id: &str, nic: NetworkInterface) -> Result<(), Refusal> {
         check_id(path_id, &nic.iface_id)?;
         // Limitation: the TAP device is not opened (that takes CAP_NET_ADMIN and a real

@@ -19,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::contract::{After, Contract, Reply, MAX_PAYLOAD_BYTES};
+use super::contract::{After, Contract, GuestWork, Reply, MAX_PAYLOAD_BYTES};
 
 /// How long a process that exits after replying takes to go: long enough for the reply to
 /// leave, like a guest that reboots right after the keystroke.
@@ -32,19 +32,26 @@ pub(super) async fn serve(
     echo: bool,
 ) -> i32 {
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<i32>();
+    let (guest_tx, mut guest_rx) = mpsc::unbounded_channel::<GuestWork>();
     let mut connections = JoinSet::new();
+    // The simulated guest's tasks end with the process, as a guest does.
+    let mut guest = JoinSet::new();
     loop {
         tokio::select! {
             status = exit_rx.recv() => return status.unwrap_or(0),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let exit = exit_tx.clone();
-                    let exchange = Exchange { contract: contract.clone(), exit, echo };
+                    let (exit, guest) = (exit_tx.clone(), guest_tx.clone());
+                    let exchange = Exchange { contract: contract.clone(), exit, guest, echo };
                     connections.spawn(serve_connection(stream, exchange));
                 }
                 Err(error) => tracing::warn!(%error, "fake-firecracker cannot accept"),
             },
+            Some(work) = guest_rx.recv() => {
+                guest.spawn(super::guest::run(work, contract.clone()));
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = guest.join_next(), if !guest.is_empty() => {}
         }
     }
 }
@@ -54,6 +61,7 @@ pub(super) async fn serve(
 struct Exchange {
     contract: Arc<Mutex<Contract>>,
     exit: mpsc::UnboundedSender<i32>,
+    guest: mpsc::UnboundedSender<GuestWork>,
     echo: bool,
 }
 
@@ -80,13 +88,22 @@ async fn answer(
 
     let contract = exchange.contract.clone();
     let (log_method, log_path) = (method.clone(), path.clone());
-    let reply = tokio::task::spawn_blocking(move || {
+    let answered = tokio::task::spawn_blocking(move || {
         let body = (!body.is_empty()).then_some(&body[..]);
         let mut contract = contract.lock().unwrap_or_else(PoisonError::into_inner);
-        contract.handle(&method, &path, body)
+        let reply = contract.handle(&method, &path, body);
+        (reply, contract.take_guest_work())
     })
-    .await
-    .unwrap_or_else(|_| internal_error());
+    .await;
+    let reply = match answered {
+        Ok((reply, work)) => {
+            for work in work {
+                let _ = exchange.guest.send(work);
+            }
+            reply
+        }
+        Err(_) => internal_error(),
+    };
     if exchange.echo {
         eprintln!(
             "fake-firecracker: {log_method} {log_path} -> {}",
