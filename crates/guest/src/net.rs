@@ -1,5 +1,6 @@
 //! Boot step 3: loopback up, and the static IPv4 set-up from `boxcutter.net` on the first
-//! Ethernet interface, with `/etc/resolv.conf` naming its DNS servers.
+//! Ethernet interface, with `/etc/resolv.conf` naming its DNS servers. A refresh
+//! ([`crate::refresh`]) moves the same interface to a new set-up with [`reconfigure`].
 //!
 //! Links, addresses and routes go through rtnetlink in-process ([`crate::netlink`]).
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use boxcutter_types::guest::GuestNet;
+use nix::errno::Errno;
 
 use crate::files;
 use crate::layout::Layout;
@@ -77,28 +79,71 @@ pub fn configure(layout: &Layout, net: Option<&GuestNet>) -> Result<Option<Inter
     };
 
     let interface = wait_for_interface(&layout.sys, INTERFACE_WAIT)?;
-    let fail = |e| netlink_error(&interface, e);
-    netlink.link_up(interface.index).map_err(fail)?;
-    netlink
-        .address_replace(interface.index, net.address, net.prefix_len)
-        .map_err(fail)?;
-    netlink
-        .default_route_replace(interface.index, net.gateway)
-        .map_err(fail)?;
+    readdress(&mut netlink, &interface, None, net)?;
+    write_resolv_conf(layout, net)?;
+    Ok(Some(interface))
+}
 
+/// Moves the first Ethernet interface from the set-up `old` (what boot or the last refresh
+/// configured, if anything) to `new`, and rewrites `/etc/resolv.conf`; returns the
+/// interface. Connections over the old address break.
+pub fn reconfigure(
+    layout: &Layout,
+    old: Option<&GuestNet>,
+    new: &GuestNet,
+) -> Result<Interface, NetError> {
+    let interface = wait_for_interface(&layout.sys, INTERFACE_WAIT)?;
+    let mut netlink = Netlink::open().map_err(|e| netlink_error(&interface, e))?;
+    readdress(&mut netlink, &interface, old, new)?;
+    write_resolv_conf(layout, new)?;
+    Ok(interface)
+}
+
+/// Sets `interface` up with `new`'s address and default route, first taking `old`'s
+/// address away if it differs. The old address goes first: deleting a primary address
+/// also deletes the secondaries of its subnet, which the new one would be if it shared
+/// the subnet. The route is replaced, whether or not the old one survived the delete.
+fn readdress(
+    netlink: &mut Netlink,
+    interface: &Interface,
+    old: Option<&GuestNet>,
+    new: &GuestNet,
+) -> Result<(), NetError> {
+    let fail = |e| netlink_error(interface, e);
+    netlink.link_up(interface.index).map_err(fail)?;
+    let stale = old.filter(|o| (o.address, o.prefix_len) != (new.address, new.prefix_len));
+    if let Some(old) = stale {
+        match netlink.address_delete(interface.index, old.address, old.prefix_len) {
+            // Already gone (someone in the guest removed it): nothing to undo.
+            Err(NetlinkError::Rejected {
+                source: Errno::EADDRNOTAVAIL,
+                ..
+            }) => {}
+            other => other.map_err(fail)?,
+        }
+    }
+    netlink
+        .address_replace(interface.index, new.address, new.prefix_len)
+        .map_err(fail)?;
+    netlink
+        .default_route_replace(interface.index, new.gateway)
+        .map_err(fail)
+}
+
+/// Replaces `/etc/resolv.conf` under `layout` with `net`'s DNS servers.
+pub fn write_resolv_conf(layout: &Layout, net: &GuestNet) -> Result<(), NetError> {
     let resolv = layout.file("/etc/resolv.conf");
     files::replace(&resolv, render_resolv_conf(net).as_bytes(), 0o644, None).map_err(|source| {
         NetError::Resolv {
             path: resolv,
             source,
         }
-    })?;
-    Ok(Some(interface))
+    })
 }
 
 /// `/etc/resolv.conf` for `net`'s DNS servers, in order.
 pub fn render_resolv_conf(net: &GuestNet) -> String {
-    let mut text = String::from("# Written at boot by boxcutter-guest from boxcutter.net.\n");
+    let mut text = String::from("# Written by boxcutter-guest from the VM's network set-up.\n");
     for server in &net.dns {
         text.push_str(&format!("nameserver {server}\n"));
     }
@@ -201,6 +246,56 @@ mod tests {
             err.to_string().starts_with("no ethernet interface in"),
             "{err}"
         );
+    }
+
+    /// The IPv4 addresses of link `index` in the calling thread's network namespace.
+    fn thread_addresses(name: &str) -> Vec<std::net::Ipv4Addr> {
+        nix::ifaddrs::getifaddrs()
+            .unwrap()
+            .filter(|a| a.interface_name == name)
+            .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+            .collect()
+    }
+
+    #[test]
+    fn readdress_replaces_the_old_address_and_route_in_a_private_namespace() {
+        // Documentation-only addresses (RFC 5737) on the namespace's own loopback; the
+        // new address shares the old one's subnet, the case where order matters.
+        let net = |address: [u8; 4], gateway: [u8; 4]| GuestNet {
+            address: address.into(),
+            prefix_len: 24,
+            gateway: gateway.into(),
+            dns: vec![],
+        };
+        let result = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            let lo = Interface {
+                name: "lo".into(),
+                index: 1,
+            };
+            let (old, new) = (
+                net([192, 0, 2, 2], [192, 0, 2, 1]),
+                net([192, 0, 2, 3], [192, 0, 2, 9]),
+            );
+            let mut netlink = Netlink::open().unwrap();
+            readdress(&mut netlink, &lo, None, &old).unwrap();
+            readdress(&mut netlink, &lo, Some(&old), &new).unwrap();
+            // The old address is gone already: a second move must not fail on it.
+            readdress(&mut netlink, &lo, Some(&old), &new).unwrap();
+            let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap();
+            Some((thread_addresses("lo"), routes))
+        })
+        .join()
+        .unwrap();
+        let Some((addresses, routes)) = result else {
+            eprintln!("skipped: cannot create a network namespace here");
+            return;
+        };
+        assert!(addresses.contains(&[192, 0, 2, 3].into()), "{addresses:?}");
+        assert!(!addresses.contains(&[192, 0, 2, 2].into()), "{addresses:?}");
+        // /proc/net/route: Iface Destination Gateway, addresses in little-endian hex.
+        assert!(routes.contains("lo\t00000000\t090200C0"), "{routes}");
+        assert!(!routes.contains("lo\t00000000\t010200C0"), "{routes}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! A minimal synchronous rtnetlink client for the three requests boot needs: set a link
-//! up, give it an IPv4 address, add a default route.
+//! A minimal synchronous rtnetlink client for the requests boot and refresh need: set a
+//! link up, give it an IPv4 address or take one away, set the default route.
 //!
 //! Why not a crate: `rtnetlink` needs an async runtime (the agent has none, to start
 //! fast), and `neli` or `netlink-packet-route` bring many types for three fixed messages.
@@ -25,6 +25,7 @@ const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -114,6 +115,19 @@ impl Netlink {
         self.ask(what, request, seq)
     }
 
+    /// Takes the address `address/prefix_len` away from link `index`.
+    pub fn address_delete(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        let seq = self.next_seq();
+        let request = address_delete_request(seq, index, address, prefix_len);
+        let what = format!("delete address {address}/{prefix_len} from link {index}");
+        self.ask(what, request, seq)
+    }
+
     /// Sets the main table's default route to `gateway` through link `index`.
     pub fn default_route_replace(
         &mut self,
@@ -175,7 +189,24 @@ pub fn link_up_request(seq: u32, index: u32) -> Vec<u8> {
 /// `RTM_NEWADDR` for `address/prefix_len` on link `index`.
 pub fn address_request(seq: u32, index: u32, address: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-    let mut msg = Message::new(RTM_NEWADDR, flags, seq);
+    address_message(RTM_NEWADDR, flags, seq, index, address, prefix_len)
+}
+
+/// `RTM_DELADDR` for `address/prefix_len` on link `index`.
+pub fn address_delete_request(seq: u32, index: u32, address: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK;
+    address_message(RTM_DELADDR, flags, seq, index, address, prefix_len)
+}
+
+fn address_message(
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    index: u32,
+    address: Ipv4Addr,
+    prefix_len: u8,
+) -> Vec<u8> {
+    let mut msg = Message::new(kind, flags, seq);
     msg.push(&[libc::AF_INET as u8, prefix_len, 0, RT_SCOPE_UNIVERSE]);
     msg.push(&index.to_ne_bytes());
     msg.attr(IFA_LOCAL, &address.octets());
@@ -285,6 +316,17 @@ mod tests {
         assert_eq!(header(&addr).0 as usize, addr.len());
         assert_eq!(&addr[16..20], &[libc::AF_INET as u8, 30, 0, 0]);
         assert_eq!(&addr[28..32], &[10, 0, 0, 2]);
+
+        let delete = address_delete_request(4, 2, Ipv4Addr::new(10, 0, 0, 2), 30);
+        assert_eq!(
+            header(&delete),
+            (40, RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, 4)
+        );
+        assert_eq!(
+            &delete[16..],
+            &addr[16..],
+            "the same address body as the add"
+        );
 
         let route = default_route_request(3, 2, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(route.len(), 16 + 12 + 8 + 8);
