@@ -55,6 +55,8 @@ pub struct DaemonConfig {
     pub run_dir: PathBuf,
     /// The Firecracker binary to look for.
     pub firecracker: PathBuf,
+    /// Test-only: run Firecracker VMs with `fake-firecracker` at this path, without KVM.
+    pub fake_firecracker: Option<PathBuf>,
 }
 
 /// Runs the agent until a termination signal.
@@ -104,7 +106,7 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
     })
     .await;
     let accel = verdict.accel;
-    let unsupported = firecracker_reason(&config.firecracker, &verdict).await;
+    let (firecracker, unsupported) = firecracker_support(config, &verdict).await;
     let mut capacity =
         CapacityConfig::from_host(config.reserved_ram_mib, pool.usage()?.total_bytes);
     capacity.ram_overcommit = config.ram_overcommit;
@@ -127,6 +129,7 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
             stop_timeout: Duration::from_secs(30),
             guest_dns_on_gateway: true,
             socket_dir,
+            firecracker,
         },
         unsupported,
     };
@@ -137,21 +140,33 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
     Ok((node, listener))
 }
 
-/// Why this node cannot run Firecracker VMs. Even with a usable binary and KVM the answer
-/// is "not yet": the node has no Firecracker backend.
-async fn firecracker_reason(
-    binary: &std::path::Path,
+/// The Firecracker binary when this node can run Firecracker VMs; otherwise why not.
+async fn firecracker_support(
+    config: &DaemonConfig,
     verdict: &boxcutter_vmm::kvm::KvmVerdict,
-) -> std::collections::BTreeMap<VmType, String> {
-    use boxcutter_vmm::firecracker::capability::detect;
-    let reason = match detect(binary, verdict).await {
-        Ok(version) => format!(
-            "firecracker {version} is usable, but this node agent has no Firecracker backend yet"
+) -> (Option<PathBuf>, std::collections::BTreeMap<VmType, String>) {
+    use boxcutter_vmm::firecracker::capability::{detect, detect_fake};
+    let (binary, decision) = match &config.fake_firecracker {
+        Some(fake) => {
+            tracing::warn!(binary = %fake.display(), "running Firecracker VMs with the test double fake-firecracker: nothing really boots");
+            (fake, detect_fake(fake).await)
+        }
+        None => (
+            &config.firecracker,
+            detect(&config.firecracker, verdict).await,
         ),
-        Err(unavailable) => unavailable.to_string(),
     };
-    tracing::info!(%reason, "firecracker VMs unavailable on this node");
-    [(VmType::Firecracker, reason)].into_iter().collect()
+    match decision {
+        Ok(version) => {
+            tracing::info!(%version, binary = %binary.display(), "firecracker VMs available");
+            (Some(binary.clone()), Default::default())
+        }
+        Err(unavailable) => {
+            let reason = unavailable.to_string();
+            tracing::info!(%reason, "firecracker VMs unavailable on this node");
+            (None, [(VmType::Firecracker, reason)].into_iter().collect())
+        }
+    }
 }
 
 /// The metadata service and the DNS forwarder; a failure to serve either is logged, not

@@ -22,8 +22,10 @@ use sha2::{Digest, Sha256};
 
 /// File names inside a VM directory.
 const ROOT_DISK: &str = "root.qcow2";
-const CONFIG_DRIVE: &str = "config.img";
-const HOST_KEY: &str = "ssh_host_ed25519_key";
+/// The config drive's file name in a VM directory.
+pub const CONFIG_DRIVE: &str = "config.img";
+/// The guest's SSH host key (private) in a VM directory.
+pub const HOST_KEY: &str = "ssh_host_ed25519_key";
 const HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
 
 /// What to boot.
@@ -130,6 +132,9 @@ pub enum BootError {
     /// QEMU failed.
     #[error("vmm")]
     Qemu(#[from] QemuError),
+    /// Firecracker failed.
+    #[error("vmm")]
+    Firecracker(#[from] boxcutter_vmm::firecracker::vm::FirecrackerError),
 }
 
 /// A guest that reported ready.
@@ -308,7 +313,7 @@ pub fn create_overlay_disk(rootfs: &Path, disk: &Path, size: ByteSize) -> Result
 
 /// Writes the config drive, generating the guest's host key on first boot; returns the
 /// public key.
-fn write_config_drive(spec: &GuestSpec, vm_dir: &Path) -> Result<String, BootError> {
+pub fn write_config_drive(spec: &GuestSpec, vm_dir: &Path) -> Result<String, BootError> {
     let key = vm_dir.join(HOST_KEY);
     if !key.exists() {
         generate_host_key(&spec.name, &key)?;

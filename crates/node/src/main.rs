@@ -99,6 +99,11 @@ struct RunArgs {
     /// The Firecracker binary (a name is looked up on PATH).
     #[arg(long, default_value = "firecracker")]
     firecracker: PathBuf,
+    /// For tests on machines without KVM: run Firecracker VMs with the test double
+    /// `fake-firecracker` at this path (nothing boots; it plays the guest agent's part).
+    /// Refused unless the binary is that fake.
+    #[arg(long, hide = true)]
+    fake_firecracker: Option<PathBuf>,
 }
 
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
@@ -263,6 +268,7 @@ fn daemon_config(args: RunArgs) -> anyhow::Result<daemon::DaemonConfig> {
         cache_dir: CACHE_DIR.into(),
         dns_upstream: args.dns_upstream,
         firecracker: args.firecracker,
+        fake_firecracker: args.fake_firecracker,
         run_dir: args
             .run_dir
             .unwrap_or_else(|| Path::new("/run/boxcutter").join(&args.id)),

@@ -3,25 +3,34 @@
 //! never interleave, while VMs never wait for each other. Readers (list, get, health)
 //! never queue behind a long operation: the task publishes its record on a watch channel.
 //!
-//! The task also watches its guest: if QEMU exits on its own (the guest powered off or
+//! The task also watches its guest: if its VMM exits on its own (the guest powered off or
 //! crashed), the VM is recorded as stopped.
+//!
+//! A copy of a VM is made by the new VM's task, which asks the source's task for its
+//! state ([`Command::CopyOut`]): the source's disk, cloned while the guest is paused, and
+//! for a running Firecracker guest also a snapshot of its memory and devices, so the copy
+//! continues from the same moment instead of booting.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use boxcutter_types::guest::VmType;
 use boxcutter_types::{VmName, VmRecord, VmState};
+use boxcutter_vmm::firecracker::api::SnapshotType;
+use boxcutter_vmm::firecracker::vm::{FirecrackerVm, SnapshotFiles};
 use boxcutter_vmm::qemu::QemuVm;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::context::NodeContext;
-use super::error::{chain, NodeError};
+use super::error::NodeError;
 use super::progress::Progress;
 use super::registry::Registry;
-use crate::guest::boot_guest_reporting;
+use crate::guest::{boot_guest_reporting, BootTimings};
+use crate::hypervisor::RunningVm;
 use crate::lifecycle::{allowed, transition, Event, Operation};
 
-/// How often a running VM's task checks that its QEMU still exists.
+/// How often a running VM's task checks that its VMM still exists.
 const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -45,8 +54,17 @@ pub enum Command {
     Destroy(Reply<()>),
     /// Change the description.
     Describe(String, Reply<VmRecord>),
-    /// Clone this VM's disk to `dest` (pausing a running guest meanwhile).
-    CloneDisk(PathBuf, Reply<()>),
+    /// Hand out this VM's state for a copy: its disk cloned to `disk` (the guest paused
+    /// meanwhile) and, for a running Firecracker guest, a snapshot to `snapshot`. Answers
+    /// whether the snapshot was taken.
+    CopyOut {
+        /// Where the disk clone goes.
+        disk: PathBuf,
+        /// Where a snapshot goes.
+        snapshot: SnapshotFiles,
+        /// The answer.
+        reply: Reply<bool>,
+    },
 }
 
 /// How the rest of the node reaches a VM's task.
@@ -83,7 +101,7 @@ pub fn spawn(
     ctx: Arc<NodeContext>,
     registry: Arc<Registry>,
     record: VmRecord,
-    vm: Option<QemuVm>,
+    vm: Option<RunningVm>,
 ) -> VmHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (publish, watch_rx) = watch::channel(record.clone());
@@ -106,7 +124,7 @@ struct VmActor {
     registry: Arc<Registry>,
     record: VmRecord,
     publish: watch::Sender<VmRecord>,
-    vm: Option<QemuVm>,
+    vm: Option<RunningVm>,
 }
 
 /// What the task does after a request.
@@ -162,8 +180,12 @@ impl VmActor {
             Command::Describe(text, reply) => {
                 let _ = reply.send(self.describe(text));
             }
-            Command::CloneDisk(dest, reply) => {
-                let _ = reply.send(self.clone_disk(dest).await);
+            Command::CopyOut {
+                disk,
+                snapshot,
+                reply,
+            } => {
+                let _ = reply.send(self.copy_out(disk, snapshot).await);
             }
         }
         Next::Continue
@@ -183,7 +205,7 @@ impl VmActor {
             .vm
             .as_ref()
             .filter(|_| next == VmState::Running)
-            .map(QemuVm::pid);
+            .map(RunningVm::pid);
         if next != VmState::Failed {
             self.record.failure = None;
         }
@@ -232,38 +254,110 @@ impl VmActor {
         self.ctx.create_dirs(&spec.name).await?;
         self.save()?;
 
-        match copy_of {
+        let snapshot = SnapshotFiles::in_dir(&self.ctx.vm_dir(&spec.name));
+        let restore = match copy_of {
             Some(source) => {
                 let source_name = source.record().spec.name;
                 progress.step("disk", format!("copying the disk of {source_name}"));
-                let dest = self.ctx.root_disk(&spec.name);
-                source.ask(|reply| Command::CloneDisk(dest, reply)).await?;
+                let disk = self.ctx.root_disk(&spec.name);
+                let snapshot = snapshot.clone();
+                source
+                    .ask(|reply| Command::CopyOut {
+                        disk,
+                        snapshot,
+                        reply,
+                    })
+                    .await?
             }
             None => {
                 progress.step("disk", format!("cloning the golden image ({})", spec.disk));
                 self.ctx.clone_golden(&spec).await?;
+                false
             }
-        }
+        };
         progress.step(
             "network",
             format!("tap and firewall for {}", spec.subnet.guest()),
         );
         self.ctx.link_up(&spec).await?;
-        progress.step("vmm", "launching qemu");
-        self.boot(progress).await?;
+        if restore {
+            progress.step("vmm", "restoring firecracker from the snapshot");
+            let restored = self.restore(&snapshot, progress).await;
+            // The memory file is as large as the guest's RAM; the restored guest has it
+            // mapped, so its name can go now.
+            snapshot.remove();
+            restored?;
+        } else {
+            progress.step("vmm", format!("launching {}", spec.vm_type));
+            self.boot(progress).await?;
+        }
         self.set_state(Event::Created)
+    }
+
+    /// Starts the copy of a running Firecracker guest from its snapshot.
+    async fn restore(
+        &mut self,
+        snapshot: &SnapshotFiles,
+        progress: &Progress,
+    ) -> Result<(), NodeError> {
+        let guest = self.ctx.guest_spec(&self.record.spec);
+        let env = self.firecracker_env()?;
+        let started = crate::firecracker::restore(&guest, &env, snapshot)
+            .await
+            .map_err(|e| NodeError::internal("restore", &e))?;
+        progress.step(
+            "ready",
+            format!(
+                "guest restored: load {} ms, refresh {} ms",
+                started.timings.launch.as_millis(),
+                started.timings.ready.as_millis()
+            ),
+        );
+        self.record.host_key = started.host_public_key;
+        self.vm = Some(RunningVm::Firecracker(started.vm));
+        Ok(())
+    }
+
+    fn firecracker_env(&self) -> Result<crate::firecracker::FirecrackerEnv, NodeError> {
+        let name = self.name();
+        self.ctx.firecracker_env(&name).ok_or_else(|| {
+            NodeError::Unsupported(format!(
+                "{name} is a firecracker VM, but this node cannot run firecracker VMs: {}",
+                self.ctx
+                    .unsupported
+                    .get(&VmType::Firecracker)
+                    .map_or("no firecracker binary configured", String::as_str)
+            ))
+        })
     }
 
     /// Boots the guest and waits for the agent's ready report.
     async fn boot(&mut self, progress: &Progress) -> Result<(), NodeError> {
         let guest = self.ctx.guest_spec(&self.record.spec);
-        let env = self.ctx.boot_env(&self.record.spec.name);
-        let launched =
-            |pid| progress.step("boot", format!("qemu running (pid {pid}); guest booting"));
-        let booted = boot_guest_reporting(&guest, &env, &launched)
-            .await
-            .map_err(|e| NodeError::internal("boot", &e))?;
-        let t = booted.timings;
+        let (vm, host_key, t) = match self.record.spec.vm_type {
+            VmType::Qemu => {
+                let env = self.ctx.boot_env(&self.record.spec.name);
+                let launched =
+                    |pid| progress.step("boot", format!("qemu running (pid {pid}); guest booting"));
+                let booted = boot_guest_reporting(&guest, &env, &launched)
+                    .await
+                    .map_err(|e| NodeError::internal("boot", &e))?;
+                (
+                    RunningVm::Qemu(booted.vm),
+                    booted.host_public_key,
+                    booted.timings,
+                )
+            }
+            VmType::Firecracker => {
+                let env = self.firecracker_env()?;
+                let started = crate::firecracker::boot(&guest, &env)
+                    .await
+                    .map_err(|e| NodeError::internal("boot", &e))?;
+                let vm = RunningVm::Firecracker(started.vm);
+                (vm, started.host_public_key, started.timings)
+            }
+        };
+        let t: BootTimings = t;
         progress.step(
             "ready",
             format!(
@@ -272,8 +366,8 @@ impl VmActor {
                 t.ready.as_millis()
             ),
         );
-        self.record.host_key = booted.host_public_key;
-        self.vm = Some(booted.vm);
+        self.record.host_key = host_key;
+        self.vm = Some(vm);
         Ok(())
     }
 
@@ -300,10 +394,7 @@ impl VmActor {
     async fn stop(&mut self) -> Result<VmRecord, NodeError> {
         self.check(Operation::Stop)?;
         if let Some(vm) = self.vm.take() {
-            if let Err(error) = vm.shutdown(self.ctx.runtime.stop_timeout).await {
-                tracing::warn!(vm = %self.name(), error = %chain(&error), "clean stop failed; killing");
-                vm.kill().await;
-            }
+            vm.stop(self.ctx.runtime.stop_timeout).await;
         }
         self.set_state(Event::Stopped)?;
         Ok(self.record.clone())
@@ -320,9 +411,8 @@ impl VmActor {
 
     /// Removes everything the VM holds; each step tolerates what is already gone.
     async fn teardown(&mut self) {
-        if let Some(vm) = self.vm.take() {
-            vm.kill().await;
-        } else if let Ok(vm) = QemuVm::adopt(&self.ctx.runtime_paths(&self.name())) {
+        let paths = self.ctx.vm_paths(&self.name(), self.record.spec.vm_type);
+        if let Some(vm) = self.vm.take().or_else(|| RunningVm::adopt(&paths)) {
             vm.kill().await;
         }
         if let Err(error) = self.ctx.link_down(&self.record.spec).await {
@@ -340,21 +430,53 @@ impl VmActor {
         Ok(self.record.clone())
     }
 
-    async fn clone_disk(&mut self, dest: PathBuf) -> Result<(), NodeError> {
+    async fn copy_out(
+        &mut self,
+        disk: PathBuf,
+        snapshot: SnapshotFiles,
+    ) -> Result<bool, NodeError> {
         self.check(Operation::Copy)?;
         let src = self.ctx.root_disk(&self.name());
-        // A paused guest writes nothing: the copy is a consistent point in time.
-        let paused = match &self.vm {
-            Some(vm) => Some(pause(vm).await?),
-            None => None,
-        };
-        let result = self.ctx.clone_file(src, dest).await;
-        if let Some(mut qmp) = paused {
-            qmp.cont()
-                .await
-                .map_err(|e| NodeError::internal("resume after copy", &e))?;
+        match &self.vm {
+            None => self.ctx.clone_file(src, disk).await.map(|()| false),
+            Some(RunningVm::Qemu(vm)) => {
+                // A paused guest writes nothing: the copy is a consistent point in time.
+                let mut qmp = pause(vm).await?;
+                let result = self.ctx.clone_file(src, disk).await;
+                qmp.cont()
+                    .await
+                    .map_err(|e| NodeError::internal("resume after copy", &e))?;
+                result.map(|()| false)
+            }
+            Some(RunningVm::Firecracker(vm)) => {
+                let vm = vm.clone();
+                vm.pause()
+                    .await
+                    .map_err(|e| NodeError::internal("pause for copy", &e))?;
+                let result = self.snapshot_and_clone(&vm, src, disk, &snapshot).await;
+                if result.is_err() {
+                    snapshot.remove();
+                }
+                vm.resume()
+                    .await
+                    .map_err(|e| NodeError::internal("resume after copy", &e))?;
+                result.map(|()| true)
+            }
         }
-        result
+    }
+
+    /// Memory, devices and disk of a paused Firecracker guest, all from the same moment.
+    async fn snapshot_and_clone(
+        &self,
+        vm: &FirecrackerVm,
+        src: PathBuf,
+        disk: PathBuf,
+        snapshot: &SnapshotFiles,
+    ) -> Result<(), NodeError> {
+        vm.snapshot(SnapshotType::Full, &snapshot.state, &snapshot.memory)
+            .await
+            .map_err(|e| NodeError::internal("snapshot for copy", &e))?;
+        self.ctx.clone_file(src, disk).await
     }
 
     async fn check_alive(&mut self) {

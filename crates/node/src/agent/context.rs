@@ -10,14 +10,16 @@ use std::time::Duration;
 use boxcutter_image::pool::StoragePool;
 use boxcutter_image::ImagePaths;
 use boxcutter_net::{tap_name, vm_link_ensure, vm_link_remove, Netns, VmLink};
-use boxcutter_types::guest::GuestNet;
+use boxcutter_types::guest::{GuestNet, VmType};
 use boxcutter_types::{VmName, VmSpec};
 use boxcutter_vmm::kvm::Accel;
 use boxcutter_vmm::qemu::{Disk, DiskFormat, RuntimePaths};
 use sha2::{Digest, Sha256};
 
 use super::error::NodeError;
+use crate::firecracker::FirecrackerEnv;
 use crate::guest::{BootEnv, GuestNetSpec, GuestSpec, RootDisk};
+use crate::hypervisor::VmPaths;
 use crate::store::VmStore;
 
 /// The root disk's file name in a VM directory.
@@ -36,8 +38,10 @@ pub struct RuntimeConfig {
     pub stop_timeout: Duration,
     /// DNS servers guests are told to use (normally their gateway).
     pub guest_dns_on_gateway: bool,
-    /// Short directory for QEMU's sockets.
+    /// Short directory for the VMMs' sockets.
     pub socket_dir: PathBuf,
+    /// The `firecracker` binary, when this node can run Firecracker VMs.
+    pub firecracker: Option<PathBuf>,
 }
 
 /// State shared by all VM tasks of a node.
@@ -76,6 +80,35 @@ impl NodeContext {
     /// The VM's runtime files (sockets in a short per-VM directory).
     pub fn runtime_paths(&self, name: &VmName) -> RuntimePaths {
         RuntimePaths::with_socket_dir(&self.vm_dir(name), &self.socket_dir(name))
+    }
+
+    /// Where to find the VM's process, by its type.
+    pub fn vm_paths(&self, name: &VmName, vm_type: VmType) -> VmPaths {
+        match vm_type {
+            VmType::Qemu => VmPaths::Qemu(self.runtime_paths(name)),
+            VmType::Firecracker => VmPaths::Firecracker(crate::firecracker::paths(
+                &self.vm_dir(name),
+                &self.socket_dir(name),
+            )),
+        }
+    }
+
+    /// How to run the VM under Firecracker; `None` when this node cannot.
+    pub fn firecracker_env(&self, name: &VmName) -> Option<FirecrackerEnv> {
+        Some(FirecrackerEnv {
+            binary: self.runtime.firecracker.clone()?,
+            image_dir: self
+                .image
+                .vmlinux
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_default(),
+            vm_dir: self.vm_dir(name),
+            socket_dir: self.socket_dir(name),
+            root_disk: self.root_disk(name),
+            netns: self.netns.as_ref().map(Netns::path),
+            ready_timeout: self.runtime.ready_timeout,
+        })
     }
 
     fn socket_dir(&self, name: &VmName) -> PathBuf {

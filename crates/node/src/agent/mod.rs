@@ -164,6 +164,7 @@ impl Node {
     /// The last `lines` lines of a VM's console.
     pub fn logs(&self, name: &VmName, lines: usize) -> Result<String, NodeError> {
         self.registry.get(name)?;
+        // Both VMMs write the console to the same file of the VM directory.
         let console = self.ctx.runtime_paths(name).console;
         Ok(boxcutter_vmm::qemu::vm::console_tail(
             &console,
@@ -191,7 +192,10 @@ impl Node {
             free: free(totals, allocated),
             disk_used_bytes: self.ctx.pool.usage().map_or(0, |u| u.used_bytes),
             vms,
-            supports: vec![VmType::Qemu],
+            supports: [VmType::Firecracker, VmType::Qemu]
+                .into_iter()
+                .filter(|t| !self.ctx.unsupported.contains_key(t))
+                .collect(),
             unsupported: self.ctx.unsupported.clone(),
         }
     }
@@ -200,11 +204,7 @@ impl Node {
 /// Checks the bounds of a spec.
 fn validate(spec: &VmSpec, ctx: &NodeContext) -> Result<(), NodeError> {
     let bad = |m: String| Err(NodeError::BadInput(m));
-    if spec.vm_type != VmType::Qemu {
-        let why = ctx
-            .unsupported
-            .get(&spec.vm_type)
-            .map_or("it supports: qemu", String::as_str);
+    if let Some(why) = ctx.unsupported.get(&spec.vm_type) {
         return Err(NodeError::Unsupported(format!(
             "this node cannot run {} VMs: {why}",
             spec.vm_type

@@ -6,15 +6,15 @@
 //! | directory without a readable record    | a create that died early: kill, remove      |
 //! | record `creating`                      | a create that died midway: roll back        |
 //! | record `destroying`                    | finish the destroy                          |
-//! | record `running`/`stopped`/`failed`    | re-adopt QEMU if its process lives (then    |
+//! | record `running`/`stopped`/`failed`    | re-adopt its VMM if the process lives (then |
 //! |                                        | `running`), else `stopped`; network ensured |
-//! | QEMU process of this node with no VM   | killed                                      |
+//! | VMM process of this node with no VM    | killed                                      |
 
 use std::path::Path;
 use std::sync::Arc;
 
+use boxcutter_types::guest::VmType;
 use boxcutter_types::{VmName, VmRecord, VmState};
-use boxcutter_vmm::qemu::QemuVm;
 
 use super::actor;
 use boxcutter_net::{firewall_elements, link_delete, tap_name, vm_link_remove, vm_taps};
@@ -22,6 +22,7 @@ use boxcutter_net::{firewall_elements, link_delete, tap_name, vm_link_remove, vm
 use super::context::{blocking, NodeContext};
 use super::error::NodeError;
 use super::registry::Registry;
+use crate::hypervisor::RunningVm;
 use crate::store::Found;
 
 /// Rebuilds `registry` from the VM directories of `ctx`.
@@ -36,7 +37,7 @@ pub async fn recover(ctx: &Arc<NodeContext>, registry: &Arc<Registry>) -> Result
             Found::Record(record) => recover_vm(ctx, registry, *record).await,
         }
     }
-    kill_stray_qemus(ctx, registry);
+    kill_stray_vmms(ctx, registry);
     remove_stray_links(ctx, registry).await
 }
 
@@ -67,7 +68,7 @@ async fn remove_stray_links(ctx: &Arc<NodeContext>, registry: &Registry) -> Resu
 
 async fn recover_vm(ctx: &Arc<NodeContext>, registry: &Arc<Registry>, mut record: VmRecord) {
     let name = record.spec.name.clone();
-    let adopted = QemuVm::adopt(&ctx.runtime_paths(&name)).ok();
+    let adopted = RunningVm::adopt(&ctx.vm_paths(&name, record.spec.vm_type));
     match record.state {
         VmState::Creating | VmState::Destroying => {
             tracing::warn!(vm = %name, state = record.state.as_str(), "rolling back unfinished work");
@@ -111,15 +112,19 @@ async fn remove_orphan_dir(ctx: &Arc<NodeContext>, dir: &Path) {
         return;
     };
     tracing::warn!(vm = %name, "removing directory of a create that never saved its record");
-    if let Ok(vm) = QemuVm::adopt(&ctx.runtime_paths(&name)) {
-        vm.kill().await;
+    for vm_type in [VmType::Qemu, VmType::Firecracker] {
+        if let Some(vm) = RunningVm::adopt(&ctx.vm_paths(&name, vm_type)) {
+            vm.kill().await;
+        }
     }
     let _ = ctx.remove_dirs(&name).await;
 }
 
-/// Kills QEMU processes that run a disk of this node's store but belong to no known VM.
-fn kill_stray_qemus(ctx: &NodeContext, registry: &Registry) {
+/// Kills VMM processes of this node that belong to no known VM: QEMUs running a disk of
+/// its store, Firecrackers serving an API socket in its socket directory.
+fn kill_stray_vmms(ctx: &NodeContext, registry: &Registry) {
     let root = ctx.store.root().to_string_lossy().into_owned();
+    let sockets = ctx.runtime.socket_dir.to_string_lossy().into_owned();
     let known: Vec<i32> = registry.records().iter().filter_map(|r| r.pid).collect();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -134,11 +139,11 @@ fn kill_stray_qemus(ctx: &NodeContext, registry: &Registry) {
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("qemu-system")
-            && cmdline.contains(&format!("{root}/"))
-            && !known.contains(&pid)
-        {
-            tracing::warn!(pid, "killing QEMU of a VM this node does not know");
+        let qemu = cmdline.contains("qemu-system") && cmdline.contains(&format!("{root}/"));
+        let firecracker =
+            cmdline.contains("--api-sock") && cmdline.contains(&format!("{sockets}/"));
+        if (qemu || firecracker) && !known.contains(&pid) {
+            tracing::warn!(pid, "killing the VMM of a VM this node does not know");
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -47,6 +47,23 @@ pub fn test_image() -> PathBuf {
     out
 }
 
+/// The `fake-firecracker` test double, built with the workspace's tests.
+pub fn fake_firecracker() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let fake = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("fake-firecracker");
+    assert!(
+        fake.is_file(),
+        "{} missing: cargo build -p boxcutter-vmm --features fake-firecracker",
+        fake.display()
+    );
+    fake
+}
+
 fn node_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent()
@@ -104,6 +121,7 @@ pub struct TestNode {
     pub callers: Callers,
     pub secret: ClusterSecret,
     agent: Option<Child>,
+    agent_args: Vec<String>,
     host_veth: String,
     client: reqwest::Client,
 }
@@ -111,6 +129,11 @@ pub struct TestNode {
 impl TestNode {
     /// Builds the namespaces and starts the agent.
     pub async fn start(tag: &str, octet: u8) -> Self {
+        Self::start_with(tag, octet, &[]).await
+    }
+
+    /// [`TestNode::start`], passing `agent_args` to every `boxcutter-node run`.
+    pub async fn start_with(tag: &str, octet: u8, agent_args: &[&str]) -> Self {
         let image = test_image();
         let pid = std::process::id();
         let node_ns = Netns::ensure(NetnsName::new(format!("bc-{tag}-n{pid}")).unwrap()).unwrap();
@@ -131,6 +154,7 @@ impl TestNode {
             callers: Callers::default(),
             secret,
             agent: None,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             host_veth,
             client: reqwest::Client::new(),
         };
@@ -251,6 +275,7 @@ impl TestNode {
         ])
         .args(["--force-loop-pool", "--pool-size", "40G"])
         .args(["--dns-upstream", &format!("{}:53", self.inet_ip)])
+        .args(&self.agent_args)
         .env("RUST_LOG", "info,boxcutter_node=debug")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));
@@ -360,6 +385,8 @@ impl Drop for TestNode {
         let vms = self.data_dir().join("pool/vms");
         let needle = vms.to_string_lossy().into_owned();
         kill_processes_mentioning(&needle);
+        // Firecracker's command line names its socket, in the run directory.
+        kill_processes_mentioning(&self.dir.path().join("run").to_string_lossy());
         let _ = Command::new("ip")
             .args(["route", "del", &self.guest_range()])
             .status();

@@ -121,6 +121,15 @@ pub enum Unsupported {
     },
 }
 
+/// `--fake-firecracker` named a binary that is not the test double.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} is not fake-firecracker (its --version does not end in -fake): only the test \
+         double may run without KVM", path.display())]
+pub struct NotFake {
+    /// The binary named.
+    pub path: PathBuf,
+}
+
 /// Every reason Firecracker is unavailable, binary first. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", join(.0))]
@@ -213,6 +222,26 @@ pub async fn detect(binary: &Path, kvm: &KvmVerdict) -> Result<FirecrackerVersio
         tracing::info!(reason = %why, "firecracker VMs unavailable on this node");
     }
     decision
+}
+
+/// For tests on machines without KVM: accepts `binary` as this node's Firecracker without
+/// a KVM verdict, but only if it is `fake-firecracker` (its version says `-fake`), so a
+/// real Firecracker can never be made to look usable where KVM does not work.
+pub async fn detect_fake(binary: &Path) -> Result<FirecrackerVersion, Unavailable> {
+    let probe = probe_binary(binary).await;
+    let is_fake = matches!(&probe, BinaryProbe::Ran(output)
+        if output.lines().next().is_some_and(|line| line.trim_end().ends_with("-fake")));
+    let version = binary_verdict(binary, probe).map_err(|why| Unavailable(vec![why]))?;
+    if !is_fake {
+        return Err(Unavailable(vec![Unsupported::BinaryFailed {
+            path: binary.to_owned(),
+            detail: NotFake {
+                path: binary.to_owned(),
+            }
+            .to_string(),
+        }]));
+    }
+    Ok(version)
 }
 
 #[cfg(test)]
