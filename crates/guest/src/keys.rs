@@ -111,14 +111,7 @@ pub fn install_authorized_keys(layout: &Layout, keys: &[String]) -> Result<usize
 /// Writes the host key (0600) and its public half (0644), owned by the agent's user (root
 /// in the guest); returns the key's fingerprint.
 pub fn install_host_key(layout: &Layout, pem: &str) -> Result<String, KeysError> {
-    let key = PrivateKey::from_openssh(pem).map_err(KeysError::HostKey)?;
-    if key.algorithm() != Algorithm::Ed25519 || key.is_encrypted() {
-        let found = match key.is_encrypted() {
-            true => format!("an encrypted {}", key.algorithm()),
-            false => key.algorithm().to_string(),
-        };
-        return Err(KeysError::HostKeyKind { found });
-    }
+    let key = parse_host_key(pem)?;
     let public = key.public_key().to_openssh().map_err(KeysError::HostKey)?;
     // The agent runs as root, so new files are root's: no chown needed.
     let root = None;
@@ -131,6 +124,19 @@ pub fn install_host_key(layout: &Layout, pem: &str) -> Result<String, KeysError>
     files::replace(&public_path, with_newline(&public).as_bytes(), 0o644, root)
         .map_err(|e| write_error(&public_path, e))?;
     Ok(key.public_key().fingerprint(HashAlg::Sha256).to_string())
+}
+
+/// Parses `pem` as a host key sshd will load: an unencrypted OpenSSH ed25519 private key.
+pub fn parse_host_key(pem: &str) -> Result<PrivateKey, KeysError> {
+    let key = PrivateKey::from_openssh(pem).map_err(KeysError::HostKey)?;
+    if key.algorithm() != Algorithm::Ed25519 || key.is_encrypted() {
+        let found = match key.is_encrypted() {
+            true => format!("an encrypted {}", key.algorithm()),
+            false => key.algorithm().to_string(),
+        };
+        return Err(KeysError::HostKeyKind { found });
+    }
+    Ok(key)
 }
 
 /// The `authorized_keys` file for `keys`, one per line, blank entries dropped.

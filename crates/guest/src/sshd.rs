@@ -5,14 +5,20 @@
 //! reported only then. Afterwards the init loop owns its pid through a [`Supervisor`]: when
 //! sshd dies it is restarted, at most [`RestartPolicy::max_starts`] times a minute, so a
 //! crash loop cannot flood the console or the CPU.
+//!
+//! A refresh installs a new host key and has sshd reload it: it asks the init loop (which
+//! alone knows sshd's pid) with a SIGHUP to PID 1, the loop passes SIGHUP on to sshd, and
+//! sshd re-executes itself. [`await_relisten`] tells when that is done: sshd's listening
+//! sockets are all new ones.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::console;
@@ -28,6 +34,12 @@ pub const SSH_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::
 
 /// How long sshd may take to listen; generous, for slow TCG guests.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long sshd may take to listen again after a reload.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `TCP_LISTEN` in the `st` column of `/proc/net/tcp`.
+const TCP_LISTEN: &str = "0A";
 
 /// Starting sshd failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +71,26 @@ pub enum SshdError {
     /// Its status could not be read.
     #[error("check on sshd")]
     Wait(#[source] io::Error),
+    /// The init loop could not be asked to reload sshd.
+    #[error("ask init to reload sshd")]
+    Signal(#[source] nix::Error),
+    /// The listening sockets could not be read.
+    #[error("read {path}")]
+    Sockets {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// It did not listen on new sockets in time after a reload.
+    #[error("sshd did not listen again on port {port} within {waited_ms} ms of its reload")]
+    Reload {
+        /// The port.
+        port: u16,
+        /// How long we waited.
+        waited_ms: u64,
+    },
 }
 
 /// Prepares and starts sshd, without waiting for it.
@@ -116,6 +148,68 @@ pub fn wait_accepting(
             });
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asks the init loop to reload sshd: a SIGHUP to our own process, which the loop reads
+/// from its signalfd and passes on to sshd. Only for PID 1: anywhere else the signal
+/// would reach whatever this process does with SIGHUP.
+pub fn request_reload() -> Result<(), SshdError> {
+    kill(Pid::this(), Signal::SIGHUP).map_err(SshdError::Signal)
+}
+
+/// The socket inodes of the TCP listeners on `port`, IPv4 and IPv6, from `proc/net`.
+pub fn listeners(proc: &Path, port: u16) -> Result<Vec<u64>, SshdError> {
+    let mut inodes = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        let path = proc.join(table);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => inodes.extend(parse_listeners(&text, port)),
+            // A kernel without IPv6 has no tcp6 table.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && table == "net/tcp6" => {}
+            Err(source) => return Err(SshdError::Sockets { path, source }),
+        }
+    }
+    Ok(inodes)
+}
+
+/// The inodes of the sockets listening on `port` in a `/proc/net/tcp`-format `table`:
+/// `sl local_address rem_address st ... inode`, addresses as `HEXADDR:HEXPORT`.
+pub fn parse_listeners(table: &str, port: u16) -> Vec<u64> {
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&TCP_LISTEN);
+            let on_port = fields.get(1).is_some_and(|local| local.ends_with(&port));
+            (listening && on_port).then(|| fields.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Waits until something listens on `port` and none of its sockets is among `before`
+/// (the listeners before a reload): sshd has re-executed itself and loaded its keys.
+pub fn await_relisten(
+    proc: &Path,
+    port: u16,
+    before: &[u64],
+    timeout: Duration,
+) -> Result<(), SshdError> {
+    let started = Instant::now();
+    loop {
+        let now = listeners(proc, port)?;
+        if !now.is_empty() && now.iter().all(|inode| !before.contains(inode)) {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(SshdError::Reload {
+                port,
+                waited_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -303,6 +397,41 @@ mod tests {
         let bound: SockaddrIn = getsockname(fd.as_raw_fd()).unwrap();
         assert_eq!(bound.family(), Some(AddressFamily::Inet));
         (fd, SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port())))
+    }
+
+    #[test]
+    fn listeners_are_found_by_port_and_state() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
+            retrnsmt   uid  timeout inode\n\
+            0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1234 1\n\
+            1: 0100007F:0016 0100007F:B2C4 01 00000000:00000000 00:00000000 00000000 0 0 999 1\n\
+            2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 55 1\n";
+        assert_eq!(parse_listeners(table, 22), [1234]);
+        assert_eq!(parse_listeners(table, 8080), [55]);
+        assert_eq!(parse_listeners(table, 2), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn relisten_is_seen_only_on_new_sockets() {
+        let proc = Path::new("/proc");
+        let old = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = old.local_addr().unwrap().port();
+        let before = listeners(proc, port).unwrap();
+        assert_eq!(before.len(), 1, "{before:?}");
+
+        let err = await_relisten(proc, port, &before, Duration::from_millis(60)).unwrap_err();
+        assert!(matches!(err, SshdError::Reload { .. }), "{err}");
+
+        // As sshd's re-exec does: close the listener, then open a new one on the port.
+        drop(old);
+        let reopened = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            TcpListener::bind(("127.0.0.1", port)).unwrap()
+        });
+        await_relisten(proc, port, &before, 5 * SEC).unwrap();
+        let new = reopened.join().unwrap();
+        assert_ne!(listeners(proc, port).unwrap(), before);
+        drop(new);
     }
 
     #[test]
