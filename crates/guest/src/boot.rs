@@ -5,10 +5,10 @@
 //!
 //! ```text
 //! mounts -> cmdline -> root-disk -> keys -> sshd-launch
-//!        -> [resize2fs: thread -------------------------------------------+]
-//!        -> [agent channel writer, power-button watchers: threads]        |
-//!        -> identity -> network -> metadata-keys                          |
-//!        -> sshd (until it accepts) -> join resize <----------------------+
+//!        -> [resize2fs: thread --------------------------------------------+]
+//!        -> [agent channel writer, command reader, power buttons: threads]  |
+//!        -> identity -> network -> metadata-keys                           |
+//!        -> sshd (until it accepts) -> join resize <-----------------------+
 //!        -> Ready
 //! ```
 //!
@@ -29,11 +29,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxcutter_types::guest::{AgentEvent, BootParams, BootParamsError, VmType};
 
-use crate::channel::{self, Endpoint, Pending, Reporter};
+use crate::channel::{self, Endpoint, Pending, Reporter, Transport};
+use crate::commands::{self, Commands};
 use crate::config_drive::{self, ConfigDriveError};
 use crate::console;
 use crate::disks::{self, DiskError, RootDevice};
@@ -133,7 +135,13 @@ impl Booted {
 }
 
 /// Runs the whole boot sequence on the real system and reports `Ready` if sshd is up.
-pub fn boot(layout: &Layout, reporter: &Reporter, pending: Pending) -> Booted {
+/// The threads that take the node's commands start here and pass them to `commands`.
+pub fn boot(
+    layout: &Layout,
+    reporter: &Reporter,
+    pending: Pending,
+    commands: &Arc<Commands>,
+) -> Booted {
     let steps = Steps { reporter };
     let started = Instant::now();
 
@@ -154,7 +162,7 @@ pub fn boot(layout: &Layout, reporter: &Reporter, pending: Pending) -> Booted {
     let pid = |c: &Child| format!("pid={}", c.id());
     let sshd = steps.run("sshd-launch", || Ok(sshd::launch(layout)?), pid);
     let resize = root.as_ref().map(|_| spawn_resize(layout));
-    start_background(layout, params.as_ref(), pending);
+    start_background(layout, params.as_ref(), pending, reporter, commands);
     let nothing = |_: &()| String::new();
     steps.run(
         "identity",
@@ -194,10 +202,22 @@ fn report_readiness(reporter: &Reporter, sshd_up: bool, started: Instant) {
     reporter.send(AgentEvent::Ready { uptime_ms });
 }
 
-/// Starts the agent channel's writer and the power-button watchers; events sent before
-/// the writer runs wait in its queue.
-fn start_background(layout: &Layout, params: Option<&BootParams>, pending: Pending) {
-    start_channel(layout, params.map(|p| p.vm_type), pending);
+/// Starts the agent channel's writer, the command readers and the power-button watchers;
+/// events sent before the writer runs wait in its queue.
+fn start_background(
+    layout: &Layout,
+    params: Option<&BootParams>,
+    pending: Pending,
+    reporter: &Reporter,
+    commands: &Arc<Commands>,
+) {
+    let vm_type = params.map(|p| p.vm_type);
+    start_channel(layout, vm_type, pending, reporter, commands);
+    if vm_type == Some(VmType::Firecracker) {
+        if let Err(e) = commands::spawn_vsock_server(commands.clone()) {
+            error!("commands: cannot start the vsock server thread: {e}");
+        }
+    }
     let buttons = power_button::watch_all(layout, shutdown::power_button_pressed);
     info!("power button: watching devices={buttons}");
 }
@@ -280,10 +300,29 @@ fn read_params(layout: &Layout) -> Result<BootParams, StepError> {
     BootParams::parse(&cmdline).map_err(StepError::Params)
 }
 
-fn start_channel(layout: &Layout, vm_type: Option<VmType>, pending: Pending) {
+/// Starts the writer; for a virtio-serial port it also starts the thread that reads the
+/// node's commands from the same port, once the writer has opened it.
+fn start_channel(
+    layout: &Layout,
+    vm_type: Option<VmType>,
+    pending: Pending,
+    reporter: &Reporter,
+    commands: &Arc<Commands>,
+) {
     let endpoint = Endpoint::for_vm(vm_type);
-    let layout = layout.clone();
-    let open = move || channel::open_endpoint(&layout, &endpoint, channel::PORT_WAIT);
+    let (layout, reporter, commands) = (layout.clone(), reporter.clone(), commands.clone());
+    let open = move || match endpoint {
+        Endpoint::VirtioSerial { name } => {
+            let port = channel::open_virtio_port(&layout, name, channel::PORT_WAIT)?;
+            let reader = port.command_reader();
+            let started = reader.and_then(|r| commands::spawn_port_reader(r, commands, reporter));
+            if let Err(e) = started {
+                error!("commands: cannot read {}: {e}", port.path().display());
+            }
+            Some(Box::new(port) as Box<dyn Transport>)
+        }
+        Endpoint::Vsock => channel::open_endpoint(&layout, &endpoint, channel::PORT_WAIT),
+    };
     if let Err(e) = pending.start(open) {
         error!("agent channel: cannot start its writer thread: {e}");
     }
@@ -370,7 +409,8 @@ fn describe_growth(outcome: &GrowOutcome) -> String {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

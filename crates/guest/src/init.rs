@@ -3,28 +3,37 @@
 //!
 //! Ownership: the main thread runs boot and then the loop, which alone handles signals,
 //! reaps children (all orphans of the guest become ours), supervises sshd and shuts the
-//! guest down. Helper threads: the agent channel writer, one watcher per power button and,
-//! during boot only, `resize2fs`. Every handled signal is blocked in all threads (the mask
-//! is set before any thread starts) and read from a signalfd by the loop.
+//! guest down. Helper threads: the agent channel writer, the thread that takes the node's
+//! commands (a reader of the virtio-serial port, or a vsock server), one watcher per power
+//! button and, during boot only, `resize2fs`. Every handled signal is blocked in all
+//! threads (the mask is set before any thread starts) and read from a signalfd by the loop.
+//!
+//! The boot parameters live on in [`Commands`] once boot is over: a refresh changes the
+//! name and network, and needs the network in effect to move away from it. A refresh that
+//! installs a host key asks the loop for an sshd reload with a SIGHUP to PID 1, since only
+//! the loop knows sshd's pid; the loop passes the SIGHUP on to sshd.
 
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use crate::boot::{self, Booted};
 use crate::channel::{self, Reporter};
+use crate::commands::Commands;
 use crate::console;
 use crate::layout::Layout;
 use crate::shutdown::{self, Halt, SystemOps};
 use crate::sshd::{self, RestartPolicy, Supervisor};
 
 /// The signals the loop acts on. SIGINT is Ctrl-Alt-Del once `reboot(RB_DISABLE_CAD)`
-/// is in force (Firecracker's `SendCtrlAltDel`); SIGPWR also comes from the power button.
+/// is in force (Firecracker's `SendCtrlAltDel`); SIGPWR also comes from the power button;
+/// SIGHUP reloads sshd.
 const HANDLED: [Signal; 5] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
@@ -47,11 +56,16 @@ pub fn run() -> ! {
     }
 
     let (reporter, pending) = channel::reporter();
-    let booted = catch_unwind(AssertUnwindSafe(|| boot::boot(&layout, &reporter, pending)))
-        .unwrap_or_else(|_| {
-            error!("boot panicked; continuing as a bare init");
-            Booted::default()
-        });
+    let commands = Arc::new(Commands::new(layout.clone()));
+    let booted = catch_unwind(AssertUnwindSafe(|| {
+        boot::boot(&layout, &reporter, pending, &commands)
+    }))
+    .unwrap_or_else(|_| {
+        error!("boot panicked; continuing as a bare init");
+        Booted::default()
+    });
+    // From here the command threads keep the boot parameters, as refreshes change them.
+    commands.boot_finished(booted.params.clone());
 
     let mut init = Init::new(signals, reporter, &booted);
     loop {
@@ -140,11 +154,23 @@ impl Init {
                 Ok(signal @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGPWR)) => {
                     shutdown = shutdown.or(Some(signal));
                 }
-                Ok(Signal::SIGHUP) => info!("SIGHUP ignored: nothing to reload"),
+                Ok(Signal::SIGHUP) => self.sshd_reload(),
                 _ => {} // SIGCHLD: the reap that follows handles it
             }
         }
         shutdown
+    }
+
+    /// Passes a SIGHUP on to sshd, which re-executes itself and so loads its host key
+    /// again; a refresh asks for this after installing a new key.
+    fn sshd_reload(&self) {
+        match self.sshd.pid() {
+            Some(pid) => match kill(pid, Signal::SIGHUP) {
+                Ok(()) => info!("SIGHUP: reloading sshd pid={pid}"),
+                Err(e) => warn!("SIGHUP: cannot signal sshd pid={pid}: {e}"),
+            },
+            None => info!("SIGHUP: no sshd running; its next start loads the new host key"),
+        }
     }
 
     fn reap(&mut self) {

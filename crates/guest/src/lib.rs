@@ -14,6 +14,7 @@
 //! - [`sshd`]: start sshd, wait for it, restart it (step 6)
 //! - [`channel`]: events to the node (step 7)
 //! - [`init`], [`power_button`], [`shutdown`]: the init loop (step 8)
+//! - [`commands`] and [`refresh`]: the node's commands, served once boot is over
 //! - [`boot`]: the steps in order; [`cli`]: the entry point
 //!
 //! Helpers: [`console`] (logging), [`layout`] (paths, fakeable in tests), [`disks`],
@@ -25,6 +26,7 @@ pub mod console;
 pub mod boot;
 pub mod channel;
 pub mod cli;
+pub mod commands;
 pub mod config_drive;
 pub mod cpus;
 pub mod disks;
@@ -39,6 +41,7 @@ pub mod net;
 pub mod netlink;
 pub mod power_button;
 pub mod programs;
+pub mod refresh;
 pub mod resize;
 pub mod shutdown;
 pub mod sshd;
