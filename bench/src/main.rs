@@ -5,10 +5,13 @@
 //! `node`:  create latency by phase, ten concurrent creates, agent memory.
 //! `local`: `ssh boxcutter new` split by phase, and `list` with 200 VMs (local mode).
 //! `disk`:  a 50 GiB VM disk from a 2 GiB golden image: reflink clone against a full copy.
+//! `firecracker`: control-plane time of a Firecracker create and live copy, against
+//!          `fake-firecracker`, with a QEMU create's control plane as the baseline.
 //! Every figure is the median of several runs, with min and max beside it.
 
 mod boot;
 mod disk;
+mod firecracker;
 mod local;
 mod node;
 mod stats;
@@ -82,6 +85,15 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         list_vms: u32,
     },
+    /// Firecracker control plane (against fake-firecracker): create and live copy.
+    Firecracker {
+        /// Creates and copies to measure.
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        /// Image directory (built if missing).
+        #[arg(long, default_value = "/var/cache/boxcutter/bench-image")]
+        image: PathBuf,
+    },
     /// VM disk creation in a loop-mounted XFS pool: reflink clone against `cp`.
     Disk {
         /// Reflink clones to time (per measured size).
@@ -112,6 +124,11 @@ async fn main() -> anyhow::Result<()> {
             boot::bench_boot(runs, ram, &image).await
         }
         Bench::Disk { runs, cp_runs } => disk::bench_disk(runs, cp_runs),
+        Bench::Firecracker { runs, image } => {
+            let config = ImageBuildConfig::from_host(agent_path(None)?, CACHE.into())?;
+            build_image(&config, &image)?;
+            firecracker::bench_firecracker(runs, image).await
+        }
         Bench::Local {
             state_dir,
             runs,

@@ -14,7 +14,7 @@ use boxcutter_types::api::ProgressLine;
 use crate::stats::Samples;
 
 /// The agent under measurement and everything it needs; torn down on drop.
-struct BenchNode {
+pub(crate) struct BenchNode {
     ns: Netns,
     dir: tempfile::TempDir,
     agent: Child,
@@ -25,7 +25,7 @@ struct BenchNode {
 const NODE_IP: &str = "10.250.0.2";
 
 impl BenchNode {
-    async fn start(image: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(image: &Path, agent_args: &[String]) -> anyhow::Result<Self> {
         let ns = Netns::ensure(NetnsName::new(format!("bc-bnode-{}", std::process::id()))?)?;
         let n = ns.name().as_str().to_string();
         for args in [
@@ -44,7 +44,7 @@ impl BenchNode {
             .prefix("bench-node-")
             .tempdir_in("/var/tmp")?;
         let secret = ClusterSecret::load_or_create(&dir.path().join("secret"))?;
-        let agent = spawn_agent(&ns, dir.path(), image)?;
+        let agent = spawn_agent(&ns, dir.path(), image, agent_args)?;
         let node = Self {
             ns,
             dir,
@@ -84,19 +84,50 @@ impl BenchNode {
         self.secret.issue("node", 3600)
     }
 
-    /// Creates VM number `n` and returns its progress lines with their arrival times.
+    /// Creates QEMU VM number `n` and returns its progress lines with their arrival times.
     async fn create(&self, n: u32) -> anyhow::Result<Vec<(Duration, ProgressLine)>> {
-        let subnet = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 251, 0, 0)) + 4 * n);
+        self.create_typed(n, "qemu", 384).await
+    }
+
+    /// Creates VM number `n` of `vm_type` and returns its progress lines with their
+    /// arrival times.
+    pub(crate) async fn create_typed(
+        &self,
+        n: u32,
+        vm_type: &str,
+        ram_mib: u32,
+    ) -> anyhow::Result<Vec<(Duration, ProgressLine)>> {
         let body = serde_json::json!({
-            "name": format!("bench-{n}"), "type": "qemu", "vcpus": 1, "ram_mib": 384,
-            "disk": "50G", "subnet": subnet.to_string(),
+            "name": format!("bench-{n}"), "type": vm_type, "vcpus": 1, "ram_mib": ram_mib,
+            "disk": "50G", "subnet": subnet(n).to_string(),
         });
+        self.stream(n, "/v1/vms", &body).await
+    }
+
+    /// Copies VM number `from` to VM number `n`; progress lines as for a create.
+    pub(crate) async fn copy(
+        &self,
+        from: u32,
+        n: u32,
+    ) -> anyhow::Result<Vec<(Duration, ProgressLine)>> {
+        let body =
+            serde_json::json!({ "name": format!("bench-{n}"), "subnet": subnet(n).to_string() });
+        self.stream(n, &format!("/v1/vms/bench-{from}/copy"), &body)
+            .await
+    }
+
+    async fn stream(
+        &self,
+        n: u32,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<Vec<(Duration, ProgressLine)>> {
         let started = Instant::now();
         let response = self
             .client
-            .post(self.url("/v1/vms"))
+            .post(self.url(path))
             .bearer_auth(self.token())
-            .json(&body)
+            .json(body)
             .send()
             .await?;
         anyhow::ensure!(
@@ -120,7 +151,7 @@ impl BenchNode {
         }
     }
 
-    async fn destroy(&self, n: u32) -> anyhow::Result<()> {
+    pub(crate) async fn destroy(&self, n: u32) -> anyhow::Result<()> {
         let url = self.url(&format!("/v1/vms/bench-{n}"));
         let response = self
             .client
@@ -161,7 +192,17 @@ impl Drop for BenchNode {
     }
 }
 
-fn spawn_agent(ns: &Netns, dir: &Path, image: &Path) -> anyhow::Result<Child> {
+/// The /30 of VM number `n`.
+fn subnet(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 251, 0, 0)) + 4 * n)
+}
+
+fn spawn_agent(
+    ns: &Netns,
+    dir: &Path,
+    image: &Path,
+    agent_args: &[String],
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?.with_file_name("boxcutter-node");
     let log = std::fs::File::create(dir.join("agent.log"))?;
     let mut cmd = Command::new(exe);
@@ -191,6 +232,7 @@ fn spawn_agent(ns: &Netns, dir: &Path, image: &Path) -> anyhow::Result<Child> {
     .arg(dir.join("secret"))
     .arg("--image")
     .arg(image)
+    .args(agent_args)
     .stdout(Stdio::from(log.try_clone()?))
     .stderr(Stdio::from(log));
     let ns_path = ns.path();
@@ -199,7 +241,7 @@ fn spawn_agent(ns: &Netns, dir: &Path, image: &Path) -> anyhow::Result<Child> {
 }
 
 /// When each phase began, from a create's progress lines.
-fn phase_times(lines: &[(Duration, ProgressLine)]) -> Vec<(String, Duration)> {
+pub(crate) fn phase_times(lines: &[(Duration, ProgressLine)]) -> Vec<(String, Duration)> {
     lines
         .iter()
         .filter_map(|(at, line)| match line {
@@ -213,7 +255,7 @@ fn phase_times(lines: &[(Duration, ProgressLine)]) -> Vec<(String, Duration)> {
 
 /// Runs the node benchmarks.
 pub async fn bench_node(runs: u32, concurrent: u32, image: PathBuf) -> anyhow::Result<()> {
-    let node = BenchNode::start(&image).await?;
+    let node = BenchNode::start(&image, &[]).await?;
     let mut rss0 = Samples::with_unit("agent RSS, 0 VMs", "MiB");
     rss0.push_value(node.rss_mib()?);
 

@@ -38,18 +38,27 @@ impl Samples {
         self.values.push(v);
     }
 
+    /// The median; `None` without samples.
+    pub fn median(&self) -> Option<f64> {
+        let mut v = self.values.clone();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return None;
+        }
+        Some(if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        })
+    }
+
     /// Prints `name: median (min–max, n runs)`.
     pub fn print(&self) {
         let mut v = self.values.clone();
         v.sort_by(f64::total_cmp);
-        if v.is_empty() {
+        let Some(median) = self.median() else {
             println!("{:<44} no samples", self.name);
             return;
-        }
-        let median = if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
         };
         let (min, max, n, unit) = (v[0], v[v.len() - 1], v.len(), self.unit);
         println!(
