@@ -67,7 +67,7 @@ fn assert_gone(node: &TestNode, record: &VmRecord, pid: i32) {
 async fn e2e_node_runs_firecracker_vms_through_their_lifecycle_and_copies_them_live() {
     let fake = fake_firecracker();
     let fake_arg = fake.to_string_lossy().into_owned();
-    let mut node = TestNode::start_with("fc", 33, &["--fake-firecracker", &fake_arg]).await;
+    let mut node = TestNode::start_with("fc", 37, &["--fake-firecracker", &fake_arg]).await;
     let (_key, public) = keypair(node.dir.path());
 
     let health: NodeHealth = node.get("/v1/health").await.unwrap().json().await.unwrap();
@@ -188,7 +188,7 @@ async fn e2e_node_runs_firecracker_vms_through_their_lifecycle_and_copies_them_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_node_without_firecracker_says_why_and_still_runs_qemu() {
     let node =
-        TestNode::start_with("nofc", 34, &["--firecracker", "/nonexistent/firecracker"]).await;
+        TestNode::start_with("nofc", 38, &["--firecracker", "/nonexistent/firecracker"]).await;
     let (_key, public) = keypair(node.dir.path());
     let health: NodeHealth = node.get("/v1/health").await.unwrap().json().await.unwrap();
     assert_eq!(health.supports, [VmType::Qemu]);
@@ -209,4 +209,75 @@ async fn e2e_node_without_firecracker_says_why_and_still_runs_qemu() {
         "{err:?}"
     );
     assert!(!node.data_dir().join("pool/vms/fc-x").exists());
+}
+
+/// `fake-firecracker` reads faults to inject from this variable, which the agent's
+/// environment passes on to every Firecracker it starts.
+const FAULTS_ENV: &str = "BOXCUTTER_FAKE_FIRECRACKER_FAULTS";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_node_rolls_back_a_firecracker_that_dies_during_boot() {
+    let fake = fake_firecracker();
+    let fake_arg = fake.to_string_lossy().into_owned();
+    let node = TestNode::start_with_env(
+        "fcdie",
+        35,
+        &["--fake-firecracker", &fake_arg],
+        &[(FAULTS_ENV, "die-during-boot")],
+    )
+    .await;
+    let (_key, public) = keypair(node.dir.path());
+    let vm = spec(&node, "fc-dies", 1, &public);
+    let err = node.create(&vm).await.unwrap_err();
+    assert!(
+        err.message
+            .contains("firecracker exited during boot (at instance start)"),
+        "{err:?}"
+    );
+    assert_eq!(node.get("/v1/vms/fc-dies").await.unwrap().status(), 404);
+    assert!(!node.data_dir().join("pool/vms/fc-dies").exists());
+    let tap = boxcutter_net::tap_name(&vm.name);
+    let links =
+        String::from_utf8_lossy(&in_ns(&node.node_ns, "ip", &["-o", "link"]).stdout).into_owned();
+    assert!(!links.contains(tap.as_str()), "tap {tap} left");
+    let sockets = format!("{}/", node.dir.path().join("run").display());
+    assert!(
+        pids_mentioning(&sockets).is_empty(),
+        "a firecracker is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_node_a_failed_live_copy_leaves_the_source_running_and_nothing_else() {
+    let fake = fake_firecracker();
+    let fake_arg = fake.to_string_lossy().into_owned();
+    let node = TestNode::start_with_env(
+        "fcsnap",
+        36,
+        &["--fake-firecracker", &fake_arg],
+        &[(FAULTS_ENV, "snapshot-halfway")],
+    )
+    .await;
+    let (_key, public) = keypair(node.dir.path());
+    node.create(&spec(&node, "fc-src", 1, &public))
+        .await
+        .unwrap();
+    let pid = running_pid(&node, "fc-src").await;
+
+    let body = format!(r#"{{"name":"fc-copy","subnet":"{}"}}"#, node.subnet(2));
+    let err = node.stream("/v1/vms/fc-src/copy", &body).await.unwrap_err();
+    assert!(err.message.contains("snapshot for copy"), "{err:?}");
+    assert!(err.message.contains("partial files removed"), "{err:?}");
+
+    assert_eq!(running_pid(&node, "fc-src").await, pid);
+    let client = ApiClient::new(api_socket(pid));
+    assert_eq!(
+        client.describe_instance().await.unwrap().state,
+        InstanceState::Running,
+        "the source was resumed"
+    );
+    assert_eq!(node.get("/v1/vms/fc-copy").await.unwrap().status(), 404);
+    assert!(!node.data_dir().join("pool/vms/fc-copy").exists());
+    let sockets = format!("{}/", node.dir.path().join("run").display());
+    assert_eq!(pids_mentioning(&sockets), [pid], "only the source runs");
 }

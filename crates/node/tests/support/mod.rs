@@ -122,6 +122,7 @@ pub struct TestNode {
     pub secret: ClusterSecret,
     agent: Option<Child>,
     agent_args: Vec<String>,
+    agent_env: Vec<(String, String)>,
     host_veth: String,
     client: reqwest::Client,
 }
@@ -134,6 +135,16 @@ impl TestNode {
 
     /// [`TestNode::start`], passing `agent_args` to every `boxcutter-node run`.
     pub async fn start_with(tag: &str, octet: u8, agent_args: &[&str]) -> Self {
+        Self::start_with_env(tag, octet, agent_args, &[]).await
+    }
+
+    /// [`TestNode::start_with`], with `env` set for the agent (and so for what it runs).
+    pub async fn start_with_env(
+        tag: &str,
+        octet: u8,
+        agent_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let image = test_image();
         let pid = std::process::id();
         let node_ns = Netns::ensure(NetnsName::new(format!("bc-{tag}-n{pid}")).unwrap()).unwrap();
@@ -155,6 +166,10 @@ impl TestNode {
             secret,
             agent: None,
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            agent_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             host_veth,
             client: reqwest::Client::new(),
         };
@@ -276,6 +291,7 @@ impl TestNode {
         .args(["--force-loop-pool", "--pool-size", "40G"])
         .args(["--dns-upstream", &format!("{}:53", self.inet_ip)])
         .args(&self.agent_args)
+        .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "info,boxcutter_node=debug")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));
