@@ -15,12 +15,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::initramfs::{build_initramfs, InitramfsConfig, InitramfsError, MODULES};
+use crate::initramfs::{build_initramfs, InitramfsConfig, InitramfsError, INIT_SCRIPT, MODULES};
 use crate::rootfs::{build_rootfs, RootfsConfig, RootfsError};
 use crate::vmlinux::{extract_vmlinux, kernel_version, VmlinuxError};
 
-/// Bumped whenever the build recipe changes in a way its inputs do not show.
-const BUILD_RECIPE: &str = "image-v1";
+/// Bumped whenever the build recipe changes in a way its inputs do not show (v2: the
+/// initramfs is padded to whole pages).
+const BUILD_RECIPE: &str = "image-v2";
 
 /// File names inside an image directory.
 pub const VMLINUZ: &str = "vmlinuz";
@@ -144,6 +145,7 @@ impl ImageBuildConfig {
         hash.update(BUILD_RECIPE);
         hash.update(self.rootfs.base_key()?);
         hash.update(MODULES.join(","));
+        hash.update(INIT_SCRIPT);
         hash.update(self.modules_dir.to_string_lossy().as_bytes());
         for file in [&self.kernel, &self.busybox, &self.rootfs.guest_agent] {
             hash.update(sha256_file(file)?);
