@@ -1,0 +1,478 @@
+//! The Firecracker guest, booted the closest way this machine allows: Firecracker cannot
+//! run here (no usable KVM, no binary), so the golden image's `vmlinux`, initramfs and
+//! root filesystem boot under QEMU's `microvm` machine, whose devices are virtio-mmio
+//! devices described in the ACPI DSDT (`LNRO0005`), as Firecracker 1.8 and newer describe
+//! theirs. The guest sees what a Firecracker guest sees:
+//!
+//! - the kernel command line `firecracker::boot_args::kernel_cmdline` makes, word for word,
+//!   plus only `tsc_early_khz=<host kHz>` (under TCG the guest otherwise calibrates its TSC
+//!   against emulated timers and hangs);
+//! - no PCI bus; the root disk first (`/dev/vda`, raw, writable), the config drive second
+//!   (read-only), a virtio-net NIC on a TAP in a network namespace of the test's own;
+//! - one serial port, no RTC, no virtio-serial, no entropy device.
+//!
+//! The QEMU argument vector is [`QemuConfig::to_args`]'s, changed only where Firecracker
+//! differs (each change is asserted, so a change to `QemuConfig` cannot silently make this
+//! check something else):
+//!
+//! - `-M microvm,acpi=on,rtc=off,pcie=off,auto-kernel-cmdline=off`: Firecracker has no
+//!   RTC (under TCG the guest clock therefore starts in 1970; Firecracker's guests read
+//!   KVM's clock), and QEMU must not append `virtio_mmio.device=` words to the command
+//!   line (Debian's kernel ignores them, as it ignores those older Firecrackers append);
+//! - no virtio-serial port (the QEMU guest's agent channel) and no virtio-rng device;
+//! - no `-daemonize`: QEMU is the test's child, so it dies with the test.
+//!
+//! What stays different and so unproven here: the VMM (QEMU's virtio-mmio and ACPI code,
+//! not Firecracker's), TCG instead of KVM (so boot times say nothing about the targets in
+//! `docs/firecracker.md`), and vsock: Firecracker's vsock device is its own, and this host
+//! has no `/dev/vhost-vsock` for QEMU's, so the guest gets no vsock device; the test checks
+//! only that the vsock transport drivers are loaded, ready to bind one. The guest agent's
+//! ready report is read from the console, where it logs every event.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
+use boxcutter_node::guest::guest_mac;
+use boxcutter_types::guest::{AgentEvent, BootParams, GuestConfig, GuestNet, VmType};
+use boxcutter_types::VmName;
+use boxcutter_vmm::firecracker::boot_args::kernel_cmdline;
+use boxcutter_vmm::kvm::Accel;
+use boxcutter_vmm::qemu::{Disk, DiskFormat, Nic, QemuConfig, RuntimePaths};
+
+const GATEWAY: &str = "10.79.0.1";
+const GUEST: &str = "10.79.0.2";
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const READY_MARK: &str = "agent event: ";
+/// Drivers a Firecracker guest needs, as `/sys/module` names them.
+const FIRECRACKER_DRIVERS: [&str; 6] = [
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+];
+/// The ACPI id of a virtio-mmio device, in the sysfs path of every device it carries.
+const VIRTIO_MMIO_ACPI_ID: &str = "LNRO0005";
+
+#[test]
+fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_answers_ssh() {
+    let image = support::test_image();
+    let sandbox = Sandbox::new("fcb");
+    let (key, public) = ssh_keygen(&sandbox.dir.path().join("id_ed25519"), "e2e");
+    let (config_drive, host_public) = sandbox.config_drive(public);
+    let params = boot_params(true);
+    let cmdline = guest_cmdline(&params);
+    let qemu = QemuConfig {
+        root_disk: Disk {
+            path: sandbox.copy_raw(&image.join("rootfs.ext4"), "root.raw"),
+            format: DiskFormat::Raw,
+        },
+        config_drive: Some(config_drive),
+        nic: Some(Nic {
+            tap: sandbox.network(),
+            mac: guest_mac(&params.name),
+        }),
+        ..sandbox.qemu_config(&image, &cmdline)
+    };
+
+    let launched = Instant::now();
+    let mut vm = sandbox.launch(&qemu);
+    let uptime_ms = vm.wait_ready();
+    eprintln!(
+        "boot: ready {} ms after launch, guest uptime at ready {uptime_ms} ms (TCG)",
+        launched.elapsed().as_millis()
+    );
+    let console = vm.console();
+    assert!(!console.contains(r#""event":"failed""#), "{console}");
+
+    let ssh = Ssh::new(&sandbox, key, &host_public);
+    assert_eq!(ssh.run("cat /etc/boxcutter/vm-type"), "firecracker");
+    assert_eq!(ssh.run("findmnt -n -o SOURCE /"), "/dev/vda");
+    assert_eq!(ssh.run("cat /proc/cmdline"), cmdline);
+    assert_sees_firecracker_devices(&ssh);
+    let ping = sandbox
+        .command("ping")
+        .args(["-q", "-c", "1", "-W", "5", GUEST])
+        .output();
+    assert!(
+        ping.unwrap().status.success(),
+        "the guest does not answer ping"
+    );
+
+    let (dir, netns) = (sandbox.dir.path().to_owned(), sandbox.netns.path());
+    drop(vm);
+    drop(sandbox);
+    assert_nothing_left(&dir, &netns);
+}
+
+/// The guest found its disks and NIC as ACPI-described virtio-mmio devices, has no PCI
+/// device, attached the config drive read-only and loaded the vsock transport.
+fn assert_sees_firecracker_devices(ssh: &Ssh) {
+    let devices =
+        ssh.run("readlink -f /sys/class/block/vda /sys/class/block/vdb /sys/class/net/eth0");
+    assert_eq!(devices.lines().count(), 3, "{devices}");
+    for device in devices.lines() {
+        assert!(
+            device.contains(VIRTIO_MMIO_ACPI_ID),
+            "not on ACPI virtio-mmio: {device}"
+        );
+    }
+    assert_eq!(
+        ssh.run("ls /sys/bus/pci/devices | wc -l"),
+        "0",
+        "a PCI device"
+    );
+    assert_eq!(ssh.run("cat /sys/class/block/vdb/ro"), "1", "config drive");
+    let modules = ssh.run(&format!(
+        "for m in {}; do test -d /sys/module/$m && echo $m; done",
+        FIRECRACKER_DRIVERS.join(" ")
+    ));
+    assert_eq!(modules.lines().collect::<Vec<_>>(), FIRECRACKER_DRIVERS);
+}
+
+/// A guest whose root disk never appears ends the VM the way Firecracker needs: with a
+/// reset (which ends Firecracker) rather than a power-off (which Firecracker lacks).
+#[test]
+fn e2e_firecracker_guest_without_a_root_disk_resets_and_says_why() {
+    let image = support::test_image();
+    let sandbox = Sandbox::new("fcr");
+    let cmdline = guest_cmdline(&boot_params(false));
+    // No drive at all: QemuConfig always has a root disk, so it is taken out below.
+    let qemu = sandbox.qemu_config(&image, &cmdline);
+    let mut vm = sandbox.launch_without_disks(&qemu);
+
+    let status = vm.wait_exit(Duration::from_secs(90));
+    let console = vm.console();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{console}");
+    assert!(
+        console.contains("boxcutter-initramfs: root device /dev/vda did not appear"),
+        "{console}"
+    );
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert!(!console.contains("reboot: Power down"), "{console}");
+
+    let (dir, netns) = (sandbox.dir.path().to_owned(), sandbox.netns.path());
+    drop(vm);
+    drop(sandbox);
+    assert_nothing_left(&dir, &netns);
+}
+
+fn boot_params(with_net: bool) -> BootParams {
+    let gateway = GATEWAY.parse().unwrap();
+    BootParams {
+        name: VmName::new("fc-guest").unwrap(),
+        vm_type: VmType::Firecracker,
+        net: with_net.then(|| GuestNet {
+            address: GUEST.parse().unwrap(),
+            prefix_len: 24,
+            gateway,
+            dns: vec![gateway],
+        }),
+        vcpus: None,
+    }
+}
+
+/// Firecracker's command line, and the one word TCG needs.
+fn guest_cmdline(params: &BootParams) -> String {
+    let khz = boxcutter_vmm::tsc::host_tsc_khz().expect("the host TSC rate");
+    format!("{} tsc_early_khz={khz}", kernel_cmdline(params))
+}
+
+/// Everything a test creates, removed on drop even when the test fails midway: the
+/// directory (disks, keys, console log, QEMU's sockets) and the network namespace with the
+/// bridge and TAP inside it. The VM itself is a [`Guest`], dropped (killed) before.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    netns: Netns,
+}
+
+impl Sandbox {
+    fn new(tag: &str) -> Self {
+        let name = NetnsName::new(format!("bc-{tag}-{}", std::process::id())).unwrap();
+        let netns = Netns::ensure(name).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("boxcutter-fc-e2e-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        Self { dir, netns }
+    }
+
+    /// A bridge with the gateway address and a TAP on it; returns the TAP's name.
+    fn network(&self) -> String {
+        let (bridge, tap) = (IfName::new("br0").unwrap(), IfName::new("tap0").unwrap());
+        let gateway = Ipv4Cidr {
+            address: GATEWAY.parse().unwrap(),
+            prefix_len: 24,
+        };
+        bridge_ensure(Some(&self.netns), &bridge, Some(gateway)).unwrap();
+        tap_ensure(Some(&self.netns), &tap, Some(&bridge)).unwrap();
+        tap.to_string()
+    }
+
+    /// The config drive: `authorized_key` for `dev` and a fresh host key. Returns the
+    /// drive and the host's public key.
+    fn config_drive(&self, authorized_key: String) -> (PathBuf, String) {
+        let (host_key, host_public) = ssh_keygen(&self.dir.path().join("host_key"), "fc-guest");
+        let config = GuestConfig {
+            authorized_keys: vec![authorized_key],
+            ssh_host_key: std::fs::read_to_string(host_key).unwrap(),
+        };
+        let drive = self.dir.path().join("config.img");
+        std::fs::write(&drive, config.encode()).unwrap();
+        (drive, host_public)
+    }
+
+    /// A writable raw copy of `image`: Firecracker takes raw disks only.
+    fn copy_raw(&self, image: &Path, name: &str) -> PathBuf {
+        let copy = self.dir.path().join(name);
+        let status = Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(image)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        copy
+    }
+
+    /// The QEMU backend's configuration of this guest, before the test's changes.
+    fn qemu_config(&self, image: &Path, cmdline: &str) -> QemuConfig {
+        QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: image.join("vmlinux"),
+            initrd: image.join("initrd.img"),
+            cmdline: cmdline.into(),
+            root_disk: Disk {
+                path: image.join("rootfs.ext4"),
+                format: DiskFormat::Raw,
+            },
+            config_drive: None,
+            nic: None,
+            paths: RuntimePaths::in_dir(self.dir.path()),
+        }
+    }
+
+    fn launch(&self, config: &QemuConfig) -> Guest {
+        self.spawn(config, firecracker_args(config.to_args().unwrap()))
+    }
+
+    fn launch_without_disks(&self, config: &QemuConfig) -> Guest {
+        let args = firecracker_args(config.to_args().unwrap());
+        let (args, removed) = without_options(args, |flag, value| {
+            (flag == "-drive" && value.starts_with("id=root,"))
+                || (flag == "-device" && value == "virtio-blk-device,drive=root")
+        });
+        assert_eq!(removed, 2, "the root disk's options changed");
+        self.spawn(config, args)
+    }
+
+    fn spawn(&self, config: &QemuConfig, args: Vec<OsString>) -> Guest {
+        let log = File::create(self.dir.path().join("qemu.log")).unwrap();
+        let mut cmd = Command::new(&config.binary);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let netns = self.netns.path();
+        let _netns = boxcutter_sys::proc::place_child(&mut cmd, Some(&netns), false).unwrap();
+        Guest {
+            child: cmd.spawn().unwrap(),
+            console: config.paths.console.clone(),
+            log: self.dir.path().join("qemu.log"),
+        }
+    }
+
+    /// Runs a program inside the sandbox's namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.netns.name().as_str(), program]);
+        cmd
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.netns.delete();
+    }
+}
+
+/// [`QemuConfig::to_args`] changed where Firecracker differs; see the module docs.
+fn firecracker_args(args: Vec<OsString>) -> Vec<OsString> {
+    let (mut args, removed) = without_options(args, |flag, value| {
+        (flag == "-device"
+            && (value == "virtio-serial-device"
+                || value.starts_with("virtserialport,")
+                || value == "virtio-rng-device"))
+            || (flag == "-chardev" && value.starts_with("socket,id=agent,"))
+    });
+    assert_eq!(removed, 4, "the QEMU backend's devices changed: {args:?}");
+    let daemonize = args.iter().position(|a| a == "-daemonize").unwrap();
+    args.remove(daemonize);
+    let machine = args.iter().position(|a| a == "-M").unwrap() + 1;
+    assert!(args[machine]
+        .to_string_lossy()
+        .starts_with("microvm,acpi=on,"));
+    args[machine] = "microvm,acpi=on,rtc=off,pcie=off,auto-kernel-cmdline=off".into();
+    args
+}
+
+/// `args` without the `flag value` pairs `drop` picks, and how many it dropped.
+fn without_options(
+    args: Vec<OsString>,
+    drop: impl Fn(&str, &str) -> bool,
+) -> (Vec<OsString>, usize) {
+    let mut kept = Vec::new();
+    let mut removed = 0;
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let value = args.peek().map(|v| v.to_string_lossy().into_owned());
+        if value.is_some_and(|v| drop(&arg.to_string_lossy(), &v)) {
+            args.next();
+            removed += 1;
+        } else {
+            kept.push(arg);
+        }
+    }
+    (kept, removed)
+}
+
+/// The running QEMU, killed on drop.
+struct Guest {
+    child: Child,
+    console: PathBuf,
+    /// QEMU's own output.
+    log: PathBuf,
+}
+
+impl Guest {
+    /// The serial console so far, and QEMU's own messages after it when it printed any.
+    fn console(&self) -> String {
+        let read =
+            |path| String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        let (console, qemu) = (read(&self.console), read(&self.log));
+        if qemu.is_empty() {
+            console
+        } else {
+            format!("{console}\n--- qemu ---\n{qemu}")
+        }
+    }
+
+    /// Waits for the agent's ready report on the console; returns the guest's uptime then.
+    fn wait_ready(&mut self) -> u64 {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let console = self.console();
+            let event = console
+                .lines()
+                .filter_map(|line| Some(line.split_once(READY_MARK)?.1))
+                .find_map(|json| match serde_json::from_str(json) {
+                    Ok(AgentEvent::Ready { uptime_ms }) => Some(uptime_ms),
+                    _ => None,
+                });
+            if let Some(uptime_ms) = event {
+                return uptime_ms;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("QEMU exited ({status}) before the guest was ready:\n{console}");
+            }
+            assert!(Instant::now() < deadline, "no ready report:\n{console}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Ssh<'a> {
+    sandbox: &'a Sandbox,
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+impl<'a> Ssh<'a> {
+    fn new(sandbox: &'a Sandbox, key: PathBuf, host_public: &str) -> Self {
+        let known_hosts = sandbox.dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, format!("{GUEST} {host_public}\n")).unwrap();
+        Self {
+            sandbox,
+            key,
+            known_hosts,
+        }
+    }
+
+    /// Runs `remote` as `dev` in the guest and returns its trimmed output; panics unless
+    /// it succeeds.
+    fn run(&self, remote: &str) -> String {
+        let out = self
+            .sandbox
+            .command("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+            .arg(format!("dev@{GUEST}"))
+            .arg(remote)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ssh {remote:?}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Makes an ed25519 key pair at `path`; returns the private key's path and the public
+/// key line.
+fn ssh_keygen(path: &Path, comment: &str) -> (PathBuf, String) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path.to_owned(), public.trim().to_string())
+}
+
+/// No process, namespace or file of the test survives it.
+fn assert_nothing_left(dir: &Path, netns: &Path) {
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(!netns.exists(), "{} left behind", netns.display());
+    let needle = dir.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(!cmdline.contains(&needle), "process left: {cmdline}");
+    }
+}
