@@ -186,6 +186,8 @@ pub fn boot(
     if let Some(resize) = resize {
         steps.run("resize", || join_resize(resize), describe_growth);
     }
+    // The node may send a command as soon as it reads ready: take them from before then.
+    commands.boot_finished(params.clone());
     report_readiness(reporter, sshd.is_some(), started);
     Booted { params, sshd }
 }

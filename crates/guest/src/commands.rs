@@ -11,9 +11,10 @@
 //!
 //! Ownership: those threads share one [`Commands`]. Its lock holds the guest's current
 //! boot parameters (what boot configured, as later refreshes changed it) and serialises
-//! commands, so one refresh runs at a time. Until the init loop hands it the boot
-//! parameters ([`Commands::boot_finished`]) every command is refused: a refresh never
-//! races the boot steps.
+//! commands, so one refresh runs at a time. Until boot hands it the boot parameters
+//! ([`Commands::boot_finished`], just before it reports `ready`) every command is refused:
+//! a refresh never races the boot steps, and a node that sends one as soon as it reads
+//! `ready` finds it taken.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -100,8 +101,12 @@ impl Commands {
     }
 
     /// Boot is over, with `params` (if they parsed): commands are carried out from now.
+    /// Only the first call counts: refreshes own the parameters from then on.
     pub fn boot_finished(&self, params: Option<BootParams>) {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = Phase::Booted(params);
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Phase::Booting = *phase {
+            *phase = Phase::Booted(params);
+        }
     }
 
     /// Carries out `line` on the real system; returns the answer.
@@ -419,6 +424,15 @@ mod tests {
         let error = failure(commands.handle_with(command(&refresh_line()), &mut ops));
         assert_eq!(error, "the guest's boot parameters are unknown");
         assert_eq!(ops.calls, Vec::<String>::new());
+
+        let dir = tempfile::tempdir().unwrap();
+        let commands = booted(dir.path());
+        commands.boot_finished(None);
+        assert_eq!(
+            commands.current(),
+            Some(booted_params()),
+            "booted once only"
+        );
     }
 
     #[test]

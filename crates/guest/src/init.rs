@@ -64,7 +64,7 @@ pub fn run() -> ! {
         error!("boot panicked; continuing as a bare init");
         Booted::default()
     });
-    // From here the command threads keep the boot parameters, as refreshes change them.
+    // Boot handed its parameters to the command threads unless it panicked first.
     commands.boot_finished(booted.params.clone());
 
     let mut init = Init::new(signals, reporter, &booted);
