@@ -40,8 +40,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
-use boxcutter_node::guest::guest_mac;
-use boxcutter_types::guest::{AgentEvent, BootParams, GuestConfig, GuestNet, VmType};
+use boxcutter_node::guest::{guest_mac, write_config_drive, GuestNetSpec, GuestSpec, CONFIG_DRIVE};
+use boxcutter_types::guest::{AgentEvent, BootParams, GuestNet, VmType};
 use boxcutter_types::VmName;
 use boxcutter_vmm::firecracker::boot_args::kernel_cmdline;
 use boxcutter_vmm::kvm::Accel;
@@ -68,18 +68,29 @@ fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_ans
     let image = support::test_image();
     let sandbox = Sandbox::new("fcb");
     let (key, public) = ssh_keygen(&sandbox.dir.path().join("id_ed25519"), "e2e");
-    let (config_drive, host_public) = sandbox.config_drive(public);
-    let params = boot_params(true);
+    let spec = GuestSpec {
+        name: VmName::new("fc-guest").unwrap(),
+        vcpus: 2,
+        memory_mib: 512,
+        net: Some(GuestNetSpec {
+            tap: sandbox.network(),
+            guest: guest_net(),
+        }),
+        authorized_keys: vec![public],
+    };
+    // The node's own config drive, as its Firecracker backend writes it.
+    let host_public = write_config_drive(&spec, sandbox.dir.path()).unwrap();
+    let params = boot_params(&spec);
     let cmdline = guest_cmdline(&params);
     let qemu = QemuConfig {
         root_disk: Disk {
             path: sandbox.copy_raw(&image.join("rootfs.ext4"), "root.raw"),
             format: DiskFormat::Raw,
         },
-        config_drive: Some(config_drive),
-        nic: Some(Nic {
-            tap: sandbox.network(),
-            mac: guest_mac(&params.name),
+        config_drive: Some(sandbox.dir.path().join(CONFIG_DRIVE)),
+        nic: spec.net.as_ref().map(|net| Nic {
+            tap: net.tap.clone(),
+            mac: guest_mac(&spec.name),
         }),
         ..sandbox.qemu_config(&image, &cmdline)
     };
@@ -145,7 +156,14 @@ fn assert_sees_firecracker_devices(ssh: &Ssh) {
 fn e2e_firecracker_guest_without_a_root_disk_resets_and_says_why() {
     let image = support::test_image();
     let sandbox = Sandbox::new("fcr");
-    let cmdline = guest_cmdline(&boot_params(false));
+    let spec = GuestSpec {
+        name: VmName::new("fc-guest").unwrap(),
+        vcpus: 2,
+        memory_mib: 512,
+        net: None,
+        authorized_keys: vec![],
+    };
+    let cmdline = guest_cmdline(&boot_params(&spec));
     // No drive at all: QemuConfig always has a root disk, so it is taken out below.
     let qemu = sandbox.qemu_config(&image, &cmdline);
     let mut vm = sandbox.launch_without_disks(&qemu);
@@ -166,18 +184,23 @@ fn e2e_firecracker_guest_without_a_root_disk_resets_and_says_why() {
     assert_nothing_left(&dir, &netns);
 }
 
-fn boot_params(with_net: bool) -> BootParams {
-    let gateway = GATEWAY.parse().unwrap();
+/// The boot parameters the node's Firecracker backend gives `spec`.
+fn boot_params(spec: &GuestSpec) -> BootParams {
     BootParams {
-        name: VmName::new("fc-guest").unwrap(),
+        name: spec.name.clone(),
         vm_type: VmType::Firecracker,
-        net: with_net.then(|| GuestNet {
-            address: GUEST.parse().unwrap(),
-            prefix_len: 24,
-            gateway,
-            dns: vec![gateway],
-        }),
+        net: spec.net.as_ref().map(|n| n.guest.clone()),
         vcpus: None,
+    }
+}
+
+fn guest_net() -> GuestNet {
+    let gateway = GATEWAY.parse().unwrap();
+    GuestNet {
+        address: GUEST.parse().unwrap(),
+        prefix_len: 24,
+        gateway,
+        dns: vec![gateway],
     }
 }
 
@@ -216,19 +239,6 @@ impl Sandbox {
         bridge_ensure(Some(&self.netns), &bridge, Some(gateway)).unwrap();
         tap_ensure(Some(&self.netns), &tap, Some(&bridge)).unwrap();
         tap.to_string()
-    }
-
-    /// The config drive: `authorized_key` for `dev` and a fresh host key. Returns the
-    /// drive and the host's public key.
-    fn config_drive(&self, authorized_key: String) -> (PathBuf, String) {
-        let (host_key, host_public) = ssh_keygen(&self.dir.path().join("host_key"), "fc-guest");
-        let config = GuestConfig {
-            authorized_keys: vec![authorized_key],
-            ssh_host_key: std::fs::read_to_string(host_key).unwrap(),
-        };
-        let drive = self.dir.path().join("config.img");
-        std::fs::write(&drive, config.encode()).unwrap();
-        (drive, host_public)
     }
 
     /// A writable raw copy of `image`: Firecracker takes raw disks only.
