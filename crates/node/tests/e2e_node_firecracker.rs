@@ -163,12 +163,35 @@ async fn e2e_node_runs_firecracker_vms_through_their_lifecycle_and_copies_them_l
         "the source was resumed"
     );
 
-    // An agent restart re-adopts both processes.
+    // An agent restart re-adopts both processes, and kills a Firecracker of its run
+    // directory that no VM claims.
     node.kill_agent();
+    let stray_dir = node.dir.path().join("run/stray");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    let mut stray = std::process::Command::new(&fake)
+        .arg("--api-sock")
+        .arg(stray_dir.join("firecracker.sock"))
+        .spawn()
+        .unwrap();
     node.spawn_agent(&support::test_image());
     node.wait_healthy().await;
     assert_eq!(running_pid(&node, "fc-a").await, pid_a);
     assert_eq!(running_pid(&node, "fc-b").await, pid_b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = stray.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = stray.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the stray firecracker was not killed"
+    );
 
     // Destroy leaves nothing.
     for (record, pid) in [(&a, pid_a), (&b, pid_b)] {
