@@ -88,28 +88,10 @@ impl FirecrackerVm {
         config: &FirecrackerConfig,
         netns: Option<&Path>,
     ) -> Result<Self, FirecrackerError> {
-        check_inputs(config)?;
-        let paths = &config.paths;
-        for stale in [&paths.socket, &paths.pidfile, &paths.vsock] {
-            remove_if_exists(stale, "remove stale")?;
-        }
-
-        let pid = spawn(config, netns)?;
-        let vm = Self {
-            pid,
-            paths: paths.clone(),
-            client: ApiClient::new(&paths.socket),
-        };
-        match vm.boot(config).await {
-            Ok(()) => {
-                tracing::info!(id = %config.id, pid = vm.pid(), "firecracker microvm started");
-                Ok(vm)
-            }
-            Err(error) => {
-                vm.kill().await;
-                Err(error)
-            }
-        }
+        check_inputs(config, [])?;
+        let vm = Self::spawn_fresh(config, netns)?;
+        let booted = vm.boot(config).await;
+        vm.settle(booted, &config.id, "started").await
     }
 
     /// Starts Firecracker for `config` from a snapshot of another guest: the guest continues
@@ -123,35 +105,48 @@ impl FirecrackerVm {
         snapshot: &SnapshotFiles,
         netns: Option<&Path>,
     ) -> Result<Self, FirecrackerError> {
-        check_inputs(config)?;
-        for (what, path) in [
-            ("snapshot", &snapshot.state),
-            ("memory file", &snapshot.memory),
-        ] {
-            if !path.is_file() {
-                return Err(FirecrackerError::MissingFile {
-                    what,
-                    path: path.clone(),
-                });
-            }
-        }
+        let snapshot_files = [
+            ("snapshot", snapshot.state.as_path()),
+            ("memory file", snapshot.memory.as_path()),
+        ];
+        check_inputs(config, snapshot_files)?;
+        let vm = Self::spawn_fresh(config, netns)?;
+        let loaded = vm.load(config, snapshot).await;
+        vm.settle(loaded, &config.id, "restored").await
+    }
+
+    /// Removes the runtime files an earlier process may have left and spawns Firecracker.
+    fn spawn_fresh(
+        config: &FirecrackerConfig,
+        netns: Option<&Path>,
+    ) -> Result<Self, FirecrackerError> {
         let paths = &config.paths;
         for stale in [&paths.socket, &paths.pidfile, &paths.vsock] {
             remove_if_exists(stale, "remove stale")?;
         }
         let pid = spawn(config, netns)?;
-        let vm = Self {
+        Ok(Self {
             pid,
             paths: paths.clone(),
             client: ApiClient::new(&paths.socket),
-        };
-        match vm.load(config, snapshot).await {
+        })
+    }
+
+    /// The handle once the steps after the spawn worked; otherwise kills the process,
+    /// which removes its runtime files, and returns the error.
+    async fn settle(
+        self,
+        steps: Result<(), FirecrackerError>,
+        id: &str,
+        done: &str,
+    ) -> Result<Self, FirecrackerError> {
+        match steps {
             Ok(()) => {
-                tracing::info!(id = %config.id, pid = vm.pid(), "firecracker microvm restored");
-                Ok(vm)
+                tracing::info!(%id, pid = self.pid(), "firecracker microvm {done}");
+                Ok(self)
             }
             Err(error) => {
-                vm.kill().await;
+                self.kill().await;
                 Err(error)
             }
         }
@@ -628,28 +623,29 @@ fn remove_if_exists(path: &Path, action: &'static str) -> Result<(), Firecracker
     }
 }
 
-fn check_inputs(config: &FirecrackerConfig) -> Result<(), FirecrackerError> {
-    let mut files = vec![
-        ("firecracker binary", &config.binary),
-        ("kernel", &config.kernel),
-        ("root disk", &config.root_disk),
+fn check_inputs<'a>(
+    config: &'a FirecrackerConfig,
+    more: impl IntoIterator<Item = (&'static str, &'a Path)>,
+) -> Result<(), FirecrackerError> {
+    let files = [
+        ("firecracker binary", config.binary.as_path()),
+        ("kernel", config.kernel.as_path()),
+        ("root disk", config.root_disk.as_path()),
     ];
-    files.extend(config.initrd.iter().map(|path| ("initramfs", path)));
-    files.extend(
-        config
-            .config_drive
-            .iter()
-            .map(|path| ("config drive", path)),
-    );
-    for (what, path) in files {
-        if !path.is_file() {
-            return Err(FirecrackerError::MissingFile {
-                what,
-                path: path.clone(),
-            });
-        }
+    let initrd = config.initrd.iter().map(|p| ("initramfs", p.as_path()));
+    let config_drive = config
+        .config_drive
+        .iter()
+        .map(|p| ("config drive", p.as_path()));
+    let all = files
+        .into_iter()
+        .chain(initrd)
+        .chain(config_drive)
+        .chain(more);
+    match crate::files::first_missing(all) {
+        Some((what, path)) => Err(FirecrackerError::MissingFile { what, path }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -338,23 +338,19 @@ fn strip_escapes(text: &str) -> String {
 }
 
 fn check_inputs(config: &QemuConfig) -> Result<(), QemuError> {
-    let mut files = vec![
-        ("kernel", &config.kernel),
-        ("initramfs", &config.initrd),
-        ("root disk", &config.root_disk.path),
+    let files = [
+        ("kernel", config.kernel.as_path()),
+        ("initramfs", config.initrd.as_path()),
+        ("root disk", config.root_disk.path.as_path()),
     ];
-    if let Some(drive) = &config.config_drive {
-        files.push(("config drive", drive));
+    let config_drive = config
+        .config_drive
+        .iter()
+        .map(|p| ("config drive", p.as_path()));
+    match crate::files::first_missing(files.into_iter().chain(config_drive)) {
+        Some((what, path)) => Err(QemuError::MissingFile { what, path }),
+        None => Ok(()),
     }
-    for (what, path) in files {
-        if !path.is_file() {
-            return Err(QemuError::MissingFile {
-                what,
-                path: path.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
