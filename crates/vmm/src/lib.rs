@@ -4,5 +4,6 @@
 mod files;
 pub mod firecracker;
 pub mod kvm;
+mod process;
 pub mod qemu;
 pub mod tsc;

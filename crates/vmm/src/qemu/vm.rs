@@ -293,14 +293,7 @@ impl QemuVm {
 
     /// Waits up to `timeout` for QEMU to exit; true if it did.
     pub async fn wait_exit(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.is_running() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        crate::process::wait_gone(|| self.is_running(), timeout).await
     }
 
     /// The last lines of the guest's serial console.
