@@ -82,17 +82,14 @@ fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_ans
     let host_public = write_config_drive(&spec, sandbox.dir.path()).unwrap();
     let params = boot_params(&spec);
     let cmdline = guest_cmdline(&params);
+    let root = sandbox.copy_raw(&image.join("rootfs.ext4"), "root.raw");
     let qemu = QemuConfig {
-        root_disk: Disk {
-            path: sandbox.copy_raw(&image.join("rootfs.ext4"), "root.raw"),
-            format: DiskFormat::Raw,
-        },
         config_drive: Some(sandbox.dir.path().join(CONFIG_DRIVE)),
         nic: spec.net.as_ref().map(|net| Nic {
             tap: net.tap.clone(),
             mac: guest_mac(&spec.name),
         }),
-        ..sandbox.qemu_config(&image, &cmdline)
+        ..sandbox.qemu_config(&image, &cmdline, root)
     };
 
     let launched = Instant::now();
@@ -150,12 +147,18 @@ fn assert_sees_firecracker_devices(ssh: &Ssh) {
     assert_eq!(modules.lines().collect::<Vec<_>>(), FIRECRACKER_DRIVERS);
 }
 
-/// A guest whose root disk never appears ends the VM the way Firecracker needs: with a
+/// A guest whose root disk cannot be mounted ends the VM the way Firecracker needs: with a
 /// reset (which ends Firecracker) rather than a power-off (which Firecracker lacks).
+///
+/// The root disk is there but blank, rather than missing: under TCG here a `microvm`
+/// guest with no virtio device at all hangs in early boot about one time in three
+/// (spinning in `delay_tsc` before its console starts), whatever the initramfs does.
 #[test]
-fn e2e_firecracker_guest_without_a_root_disk_resets_and_says_why() {
+fn e2e_firecracker_guest_with_an_unmountable_root_disk_resets_and_says_why() {
     let image = support::test_image();
     let sandbox = Sandbox::new("fcr");
+    let blank = sandbox.dir.path().join("blank.raw");
+    File::create(&blank).unwrap().set_len(64 << 20).unwrap();
     let spec = GuestSpec {
         name: VmName::new("fc-guest").unwrap(),
         vcpus: 2,
@@ -164,15 +167,13 @@ fn e2e_firecracker_guest_without_a_root_disk_resets_and_says_why() {
         authorized_keys: vec![],
     };
     let cmdline = guest_cmdline(&boot_params(&spec));
-    // No drive at all: QemuConfig always has a root disk, so it is taken out below.
-    let qemu = sandbox.qemu_config(&image, &cmdline);
-    let mut vm = sandbox.launch_without_disks(&qemu);
+    let mut vm = sandbox.launch(&sandbox.qemu_config(&image, &cmdline, blank));
 
-    let status = vm.wait_exit(Duration::from_secs(90));
+    let status = vm.wait_exit(Duration::from_secs(60));
     let console = vm.console();
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{console}");
     assert!(
-        console.contains("boxcutter-initramfs: root device /dev/vda did not appear"),
+        console.contains("boxcutter-initramfs: cannot mount root filesystem /dev/vda"),
         "{console}"
     );
     assert!(console.contains("reboot: Restarting system"), "{console}");
@@ -256,8 +257,9 @@ impl Sandbox {
         copy
     }
 
-    /// The QEMU backend's configuration of this guest, before the test's changes.
-    fn qemu_config(&self, image: &Path, cmdline: &str) -> QemuConfig {
+    /// The QEMU backend's configuration of a guest of `image` on the raw disk `root`,
+    /// before the test's changes.
+    fn qemu_config(&self, image: &Path, cmdline: &str, root: PathBuf) -> QemuConfig {
         QemuConfig {
             binary: "qemu-system-x86_64".into(),
             accel: Accel::Tcg,
@@ -267,7 +269,7 @@ impl Sandbox {
             initrd: image.join("initrd.img"),
             cmdline: cmdline.into(),
             root_disk: Disk {
-                path: image.join("rootfs.ext4"),
+                path: root,
                 format: DiskFormat::Raw,
             },
             config_drive: None,
@@ -278,16 +280,6 @@ impl Sandbox {
 
     fn launch(&self, config: &QemuConfig) -> Guest {
         self.spawn(config, firecracker_args(config.to_args().unwrap()))
-    }
-
-    fn launch_without_disks(&self, config: &QemuConfig) -> Guest {
-        let args = firecracker_args(config.to_args().unwrap());
-        let (args, removed) = without_options(args, |flag, value| {
-            (flag == "-drive" && value.starts_with("id=root,"))
-                || (flag == "-device" && value == "virtio-blk-device,drive=root")
-        });
-        assert_eq!(removed, 2, "the root disk's options changed");
-        self.spawn(config, args)
     }
 
     fn spawn(&self, config: &QemuConfig, args: Vec<OsString>) -> Guest {
