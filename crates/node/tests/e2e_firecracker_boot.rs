@@ -39,13 +39,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
 use boxcutter_node::guest::{guest_mac, write_config_drive, GuestNetSpec, GuestSpec, CONFIG_DRIVE};
 use boxcutter_types::guest::{AgentEvent, BootParams, GuestNet, VmType};
 use boxcutter_types::VmName;
 use boxcutter_vmm::firecracker::boot_args::kernel_cmdline;
 use boxcutter_vmm::kvm::Accel;
 use boxcutter_vmm::qemu::{Disk, DiskFormat, Nic, QemuConfig, RuntimePaths};
+use support::guest_sandbox::{GuestSandbox, Ssh};
 
 const GATEWAY: &str = "10.79.0.1";
 const GUEST: &str = "10.79.0.2";
@@ -66,14 +66,14 @@ const VIRTIO_MMIO_ACPI_ID: &str = "LNRO0005";
 #[test]
 fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_answers_ssh() {
     let image = support::test_image();
-    let sandbox = Sandbox::new("fcb");
-    let (key, public) = ssh_keygen(&sandbox.dir.path().join("id_ed25519"), "e2e");
+    let sandbox = GuestSandbox::new("fcb", "boxcutter-fc-e2e-");
+    let (key, public) = support::keypair(sandbox.dir.path());
     let spec = GuestSpec {
         name: VmName::new("fc-guest").unwrap(),
         vcpus: 2,
         memory_mib: 512,
         net: Some(GuestNetSpec {
-            tap: sandbox.network(),
+            tap: sandbox.network(GATEWAY).to_string(),
             guest: guest_net(),
         }),
         authorized_keys: vec![public],
@@ -82,18 +82,18 @@ fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_ans
     let host_public = write_config_drive(&spec, sandbox.dir.path()).unwrap();
     let params = boot_params(&spec);
     let cmdline = guest_cmdline(&params);
-    let root = sandbox.copy_raw(&image.join("rootfs.ext4"), "root.raw");
+    let root = copy_raw(&sandbox, &image.join("rootfs.ext4"), "root.raw");
     let qemu = QemuConfig {
         config_drive: Some(sandbox.dir.path().join(CONFIG_DRIVE)),
         nic: spec.net.as_ref().map(|net| Nic {
             tap: net.tap.clone(),
             mac: guest_mac(&spec.name),
         }),
-        ..sandbox.qemu_config(&image, &cmdline, root)
+        ..qemu_config(&sandbox, &image, &cmdline, root)
     };
 
     let launched = Instant::now();
-    let mut vm = sandbox.launch(&qemu);
+    let mut vm = launch(&sandbox, &qemu);
     let uptime_ms = vm.wait_ready();
     eprintln!(
         "boot: ready {} ms after launch, guest uptime at ready {uptime_ms} ms (TCG)",
@@ -102,10 +102,10 @@ fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_ans
     let console = vm.console();
     assert!(!console.contains(r#""event":"failed""#), "{console}");
 
-    let ssh = Ssh::new(&sandbox, key, &host_public);
-    assert_eq!(ssh.run("cat /etc/boxcutter/vm-type"), "firecracker");
-    assert_eq!(ssh.run("findmnt -n -o SOURCE /"), "/dev/vda");
-    assert_eq!(ssh.run("cat /proc/cmdline"), cmdline);
+    let ssh = Ssh::new(&sandbox, &key, GUEST, &host_public);
+    assert_eq!(ssh.run_ok("cat /etc/boxcutter/vm-type"), "firecracker");
+    assert_eq!(ssh.run_ok("findmnt -n -o SOURCE /"), "/dev/vda");
+    assert_eq!(ssh.run_ok("cat /proc/cmdline"), cmdline);
     assert_sees_firecracker_devices(&ssh);
     let ping = sandbox
         .command("ping")
@@ -116,17 +116,15 @@ fn e2e_firecracker_guest_boots_on_acpi_virtio_mmio_with_its_command_line_and_ans
         "the guest does not answer ping"
     );
 
-    let (dir, netns) = (sandbox.dir.path().to_owned(), sandbox.netns.path());
     drop(vm);
-    drop(sandbox);
-    assert_nothing_left(&dir, &netns);
+    sandbox.remove_and_assert_nothing_left();
 }
 
 /// The guest found its disks and NIC as ACPI-described virtio-mmio devices, has no PCI
 /// device, attached the config drive read-only and loaded the vsock transport.
 fn assert_sees_firecracker_devices(ssh: &Ssh) {
     let devices =
-        ssh.run("readlink -f /sys/class/block/vda /sys/class/block/vdb /sys/class/net/eth0");
+        ssh.run_ok("readlink -f /sys/class/block/vda /sys/class/block/vdb /sys/class/net/eth0");
     assert_eq!(devices.lines().count(), 3, "{devices}");
     for device in devices.lines() {
         assert!(
@@ -135,12 +133,16 @@ fn assert_sees_firecracker_devices(ssh: &Ssh) {
         );
     }
     assert_eq!(
-        ssh.run("ls /sys/bus/pci/devices | wc -l"),
+        ssh.run_ok("ls /sys/bus/pci/devices | wc -l"),
         "0",
         "a PCI device"
     );
-    assert_eq!(ssh.run("cat /sys/class/block/vdb/ro"), "1", "config drive");
-    let modules = ssh.run(&format!(
+    assert_eq!(
+        ssh.run_ok("cat /sys/class/block/vdb/ro"),
+        "1",
+        "config drive"
+    );
+    let modules = ssh.run_ok(&format!(
         "for m in {}; do test -d /sys/module/$m && echo $m; done",
         FIRECRACKER_DRIVERS.join(" ")
     ));
@@ -156,7 +158,7 @@ fn assert_sees_firecracker_devices(ssh: &Ssh) {
 #[test]
 fn e2e_firecracker_guest_with_an_unmountable_root_disk_resets_and_says_why() {
     let image = support::test_image();
-    let sandbox = Sandbox::new("fcr");
+    let sandbox = GuestSandbox::new("fcr", "boxcutter-fc-e2e-");
     let blank = sandbox.dir.path().join("blank.raw");
     File::create(&blank).unwrap().set_len(64 << 20).unwrap();
     let spec = GuestSpec {
@@ -167,7 +169,7 @@ fn e2e_firecracker_guest_with_an_unmountable_root_disk_resets_and_says_why() {
         authorized_keys: vec![],
     };
     let cmdline = guest_cmdline(&boot_params(&spec));
-    let mut vm = sandbox.launch(&sandbox.qemu_config(&image, &cmdline, blank));
+    let mut vm = launch(&sandbox, &qemu_config(&sandbox, &image, &cmdline, blank));
 
     let status = vm.wait_exit(Duration::from_secs(60));
     let console = vm.console();
@@ -179,10 +181,8 @@ fn e2e_firecracker_guest_with_an_unmountable_root_disk_resets_and_says_why() {
     assert!(console.contains("reboot: Restarting system"), "{console}");
     assert!(!console.contains("reboot: Power down"), "{console}");
 
-    let (dir, netns) = (sandbox.dir.path().to_owned(), sandbox.netns.path());
     drop(vm);
-    drop(sandbox);
-    assert_nothing_left(&dir, &netns);
+    sandbox.remove_and_assert_nothing_left();
 }
 
 /// The boot parameters the node's Firecracker backend gives `spec`.
@@ -211,104 +211,61 @@ fn guest_cmdline(params: &BootParams) -> String {
     format!("{} tsc_early_khz={khz}", kernel_cmdline(params))
 }
 
-/// Everything a test creates, removed on drop even when the test fails midway: the
-/// directory (disks, keys, console log, QEMU's sockets) and the network namespace with the
-/// bridge and TAP inside it. The VM itself is a [`Guest`], dropped (killed) before.
-struct Sandbox {
-    dir: tempfile::TempDir,
-    netns: Netns,
+/// A writable raw copy of `image` in the sandbox: Firecracker takes raw disks only.
+fn copy_raw(sandbox: &GuestSandbox, image: &Path, name: &str) -> PathBuf {
+    let copy = sandbox.dir.path().join(name);
+    let status = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(image)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    copy
 }
 
-impl Sandbox {
-    fn new(tag: &str) -> Self {
-        let name = NetnsName::new(format!("bc-{tag}-{}", std::process::id())).unwrap();
-        let netns = Netns::ensure(name).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("boxcutter-fc-e2e-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        Self { dir, netns }
-    }
-
-    /// A bridge with the gateway address and a TAP on it; returns the TAP's name.
-    fn network(&self) -> String {
-        let (bridge, tap) = (IfName::new("br0").unwrap(), IfName::new("tap0").unwrap());
-        let gateway = Ipv4Cidr {
-            address: GATEWAY.parse().unwrap(),
-            prefix_len: 24,
-        };
-        bridge_ensure(Some(&self.netns), &bridge, Some(gateway)).unwrap();
-        tap_ensure(Some(&self.netns), &tap, Some(&bridge)).unwrap();
-        tap.to_string()
-    }
-
-    /// A writable raw copy of `image`: Firecracker takes raw disks only.
-    fn copy_raw(&self, image: &Path, name: &str) -> PathBuf {
-        let copy = self.dir.path().join(name);
-        let status = Command::new("cp")
-            .args(["--sparse=always", "--reflink=auto"])
-            .arg(image)
-            .arg(&copy)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        copy
-    }
-
-    /// The QEMU backend's configuration of a guest of `image` on the raw disk `root`,
-    /// before the test's changes.
-    fn qemu_config(&self, image: &Path, cmdline: &str, root: PathBuf) -> QemuConfig {
-        QemuConfig {
-            binary: "qemu-system-x86_64".into(),
-            accel: Accel::Tcg,
-            vcpus: 2,
-            memory_mib: 512,
-            kernel: image.join("vmlinux"),
-            initrd: image.join("initrd.img"),
-            cmdline: cmdline.into(),
-            root_disk: Disk {
-                path: root,
-                format: DiskFormat::Raw,
-            },
-            config_drive: None,
-            nic: None,
-            paths: RuntimePaths::in_dir(self.dir.path()),
-        }
-    }
-
-    fn launch(&self, config: &QemuConfig) -> Guest {
-        self.spawn(config, firecracker_args(config.to_args().unwrap()))
-    }
-
-    fn spawn(&self, config: &QemuConfig, args: Vec<OsString>) -> Guest {
-        let log = File::create(self.dir.path().join("qemu.log")).unwrap();
-        let mut cmd = Command::new(&config.binary);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let netns = self.netns.path();
-        let _netns = boxcutter_sys::proc::place_child(&mut cmd, Some(&netns), false).unwrap();
-        Guest {
-            child: cmd.spawn().unwrap(),
-            console: config.paths.console.clone(),
-            log: self.dir.path().join("qemu.log"),
-        }
-    }
-
-    /// Runs a program inside the sandbox's namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.netns.name().as_str(), program]);
-        cmd
+/// The QEMU backend's configuration of a guest of `image` on the raw disk `root`, with
+/// its runtime files in the sandbox, before the test's changes.
+fn qemu_config(sandbox: &GuestSandbox, image: &Path, cmdline: &str, root: PathBuf) -> QemuConfig {
+    QemuConfig {
+        binary: "qemu-system-x86_64".into(),
+        accel: Accel::Tcg,
+        vcpus: 2,
+        memory_mib: 512,
+        kernel: image.join("vmlinux"),
+        initrd: image.join("initrd.img"),
+        cmdline: cmdline.into(),
+        root_disk: Disk {
+            path: root,
+            format: DiskFormat::Raw,
+        },
+        config_drive: None,
+        nic: None,
+        paths: RuntimePaths::in_dir(sandbox.dir.path()),
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.netns.delete();
+/// Starts QEMU as Firecracker would run this guest, in the sandbox's namespace. The
+/// sandbox (its directory, the namespace with the bridge and TAP inside it) must outlive
+/// the returned [`Guest`], which kills QEMU on drop.
+fn launch(sandbox: &GuestSandbox, config: &QemuConfig) -> Guest {
+    spawn(sandbox, config, firecracker_args(config.to_args().unwrap()))
+}
+
+fn spawn(sandbox: &GuestSandbox, config: &QemuConfig, args: Vec<OsString>) -> Guest {
+    let log = File::create(sandbox.dir.path().join("qemu.log")).unwrap();
+    let mut cmd = Command::new(&config.binary);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let netns = sandbox.netns.path();
+    let _netns = boxcutter_sys::proc::place_child(&mut cmd, Some(&netns), false).unwrap();
+    Guest {
+        child: cmd.spawn().unwrap(),
+        console: config.paths.console.clone(),
+        log: sandbox.dir.path().join("qemu.log"),
     }
 }
 
@@ -412,69 +369,5 @@ impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Ssh<'a> {
-    sandbox: &'a Sandbox,
-    key: PathBuf,
-    known_hosts: PathBuf,
-}
-
-impl<'a> Ssh<'a> {
-    fn new(sandbox: &'a Sandbox, key: PathBuf, host_public: &str) -> Self {
-        let known_hosts = sandbox.dir.path().join("known_hosts");
-        std::fs::write(&known_hosts, format!("{GUEST} {host_public}\n")).unwrap();
-        Self {
-            sandbox,
-            key,
-            known_hosts,
-        }
-    }
-
-    /// Runs `remote` as `dev` in the guest and returns its trimmed output; panics unless
-    /// it succeeds.
-    fn run(&self, remote: &str) -> String {
-        let out = self
-            .sandbox
-            .command("ssh")
-            .arg("-i")
-            .arg(&self.key)
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
-            .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
-            .arg(format!("dev@{GUEST}"))
-            .arg(remote)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "ssh {remote:?}: {stderr}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-/// Makes an ed25519 key pair at `path`; returns the private key's path and the public
-/// key line.
-fn ssh_keygen(path: &Path, comment: &str) -> (PathBuf, String) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path.to_owned(), public.trim().to_string())
-}
-
-/// No process, namespace or file of the test survives it.
-fn assert_nothing_left(dir: &Path, netns: &Path) {
-    assert!(!dir.exists(), "{} left behind", dir.display());
-    assert!(!netns.exists(), "{} left behind", netns.display());
-    let needle = dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(!cmdline.contains(&needle), "process left: {cmdline}");
     }
 }

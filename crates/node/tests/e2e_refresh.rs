@@ -18,15 +18,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use boxcutter_net::{bridge_ensure, tap_ensure, IfName, Ipv4Cidr, Netns, NetnsName};
-use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec, RootDisk};
+use boxcutter_node::guest::{boot_guest, BootEnv, GuestNetSpec, GuestSpec};
 use boxcutter_types::guest::{AgentEvent, GuestNet, HostCommand, Refresh};
 use boxcutter_types::{ByteSize, VmName};
-use boxcutter_vmm::kvm::Accel;
-use boxcutter_vmm::qemu::{QemuVm, RuntimePaths};
+use boxcutter_vmm::qemu::QemuVm;
+use support::guest_sandbox::{GuestSandbox, Ssh};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -40,68 +38,8 @@ const CLOCK_SLACK: Duration = Duration::from_secs(5);
 /// A refresh reloads sshd, which takes seconds under TCG.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Everything the test creates, torn down on drop even when the test panics midway.
-struct Sandbox {
-    dir: tempfile::TempDir,
-    netns: Netns,
-}
-
-impl Sandbox {
-    fn new(tag: &str) -> Self {
-        let name = NetnsName::new(format!("bc-{tag}-{}", std::process::id())).unwrap();
-        let netns = Netns::ensure(name).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("boxcutter-e2e-refresh-")
-            .tempdir()
-            .unwrap();
-        Self { dir, netns }
-    }
-
-    fn vm_dir(&self) -> PathBuf {
-        self.dir.path().join("vm")
-    }
-
-    /// Runs a program inside the sandbox's namespace; returns (success, stdout).
-    fn run(&self, program: &str, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", self.netns.name().as_str(), program])
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (out.status.success(), stdout)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Ok(vm) = QemuVm::adopt(&RuntimePaths::in_dir(&self.vm_dir())) {
-            let pid = nix::unistd::Pid::from_raw(vm.pid());
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while vm.is_running() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.netns.delete();
-    }
-}
-
-fn env(sandbox: &Sandbox, image: PathBuf) -> BootEnv {
-    BootEnv {
-        image_dir: image,
-        vm_dir: sandbox.vm_dir(),
-        root_disk: RootDisk::Overlay {
-            size: ByteSize(2 << 30),
-        },
-        socket_dir: None,
-        qemu: "qemu-system-x86_64".into(),
-        // On these machines KVM cannot run a normal kernel; the KVM probe has its own tests.
-        accel: Accel::Tcg,
-        tsc_khz: boxcutter_vmm::tsc::host_tsc_khz(),
-        netns: Some(sandbox.netns.path()),
-        ready_timeout: Duration::from_secs(90),
-    }
+fn env(sandbox: &GuestSandbox, image: PathBuf) -> BootEnv {
+    sandbox.boot_env(image, ByteSize(2 << 30), Duration::from_secs(90))
 }
 
 fn guest_net(address: &str, dns: &[&str]) -> GuestNet {
@@ -110,41 +48,6 @@ fn guest_net(address: &str, dns: &[&str]) -> GuestNet {
         prefix_len: 24,
         gateway: GATEWAY.parse().unwrap(),
         dns: dns.iter().map(|d| d.parse().unwrap()).collect(),
-    }
-}
-
-/// SSH as `dev`, trusting only the host keys in `known_hosts`.
-struct Ssh<'a> {
-    sandbox: &'a Sandbox,
-    key: PathBuf,
-    known_hosts: PathBuf,
-    address: &'static str,
-}
-
-impl Ssh<'_> {
-    fn run(&self, remote: &str) -> (bool, String) {
-        let key = self.key.to_string_lossy();
-        let known_hosts = format!("UserKnownHostsFile={}", self.known_hosts.display());
-        let target = format!("dev@{}", self.address);
-        self.sandbox.run(
-            "ssh",
-            &[
-                "-i",
-                &key,
-                "-o",
-                &known_hosts,
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                &target,
-                remote,
-            ],
-        )
     }
 }
 
@@ -166,12 +69,7 @@ async fn send(agent: &Path, command: &HostCommand) -> AgentEvent {
 
 /// A fresh ed25519 key pair made by `ssh-keygen`: (private key file, public key line).
 fn ssh_keygen(path: &Path) -> (String, String) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "refreshed", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::keygen(path);
     let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
     (std::fs::read_to_string(path).unwrap(), public.trim().into())
 }
@@ -194,14 +92,8 @@ fn random_hex(bytes: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_refresh_renames_rekeys_and_moves_a_qemu_guest() {
     let image = support::test_image();
-    let sandbox = Sandbox::new("refresh");
-    let (bridge, tap) = (IfName::new("br0").unwrap(), IfName::new("tap0").unwrap());
-    let gateway = Ipv4Cidr {
-        address: GATEWAY.parse().unwrap(),
-        prefix_len: 24,
-    };
-    bridge_ensure(Some(&sandbox.netns), &bridge, Some(gateway)).unwrap();
-    tap_ensure(Some(&sandbox.netns), &tap, Some(&bridge)).unwrap();
+    let sandbox = GuestSandbox::new("refresh", "boxcutter-e2e-refresh-");
+    let tap = sandbox.network(GATEWAY);
     let (key, public) = support::keypair(sandbox.dir.path());
 
     let spec = GuestSpec {
@@ -216,15 +108,7 @@ async fn e2e_refresh_renames_rekeys_and_moves_a_qemu_guest() {
     };
     let booted = boot_guest(&spec, &env(&sandbox, image)).await.unwrap();
     let agent = booted.vm.paths().agent.clone();
-    let old_known_hosts = sandbox.dir.path().join("known_hosts.old");
-    let old_key_line = format!("{BOOT_ADDRESS} {}\n", booted.host_public_key);
-    std::fs::write(&old_known_hosts, old_key_line).unwrap();
-    let before = Ssh {
-        sandbox: &sandbox,
-        key: key.clone(),
-        known_hosts: old_known_hosts,
-        address: BOOT_ADDRESS,
-    };
+    let before = Ssh::new(&sandbox, &key, BOOT_ADDRESS, &booted.host_public_key);
 
     let (new_host_key, new_host_public) = ssh_keygen(&sandbox.dir.path().join("new_host_key"));
     let refresh = Refresh {
@@ -279,18 +163,7 @@ async fn e2e_refresh_renames_rekeys_and_moves_a_qemu_guest() {
         key_blob(&booted.host_public_key)
     );
 
-    let new_known_hosts = sandbox.dir.path().join("known_hosts.new");
-    std::fs::write(
-        &new_known_hosts,
-        format!("{NEW_ADDRESS} {new_host_public}\n"),
-    )
-    .unwrap();
-    let after = Ssh {
-        sandbox: &sandbox,
-        key,
-        known_hosts: new_known_hosts,
-        address: NEW_ADDRESS,
-    };
+    let after = Ssh::new(&sandbox, &key, NEW_ADDRESS, &new_host_public);
     let (ok, facts) = after.run(
         "hostname; cat /etc/hostname; date +%s; ip -4 -o addr show scope global; \
          grep nameserver /etc/resolv.conf",
@@ -328,22 +201,9 @@ async fn e2e_refresh_renames_rekeys_and_moves_a_qemu_guest() {
     );
 
     booted.vm.shutdown(Duration::from_secs(30)).await.unwrap();
-    let dir = sandbox.dir.path().to_owned();
-    let netns = sandbox.netns.path();
-    drop(sandbox);
-    assert_nothing_left(&dir, &netns);
+    sandbox.remove_and_assert_nothing_left();
 }
 
 fn console(vm: &QemuVm) -> String {
     std::fs::read_to_string(&vm.paths().console).unwrap_or_default()
-}
-
-/// No process, namespace, mount or file of the test survives its sandbox.
-fn assert_nothing_left(dir: &Path, netns: &Path) {
-    assert!(!dir.exists(), "{} left behind", dir.display());
-    assert!(!netns.exists(), "{} left behind", netns.display());
-    let needle = dir.to_string_lossy().into_owned();
-    assert_eq!(support::pids_mentioning(&needle), Vec::<i32>::new());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(!mounts.contains(&needle) && !mounts.contains(&*netns.to_string_lossy()));
 }

@@ -11,6 +11,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod guest_sandbox;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -519,21 +521,23 @@ pub fn ssh(ip: Ipv4Addr, key: &Path, known_hosts: &Path, remote: &str) -> (bool,
     (out.status.success(), text)
 }
 
+/// The ed25519 key pair `dir/id_ed25519`, made unless it is there: (private key file,
+/// public key line).
 pub fn keypair(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("id_ed25519");
     if !key.exists() {
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        keygen(&key);
     }
-    (
-        key.clone(),
-        std::fs::read_to_string(key.with_extension("pub"))
-            .unwrap()
-            .trim()
-            .into(),
-    )
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().into())
+}
+
+/// Makes a fresh ed25519 key pair with `ssh-keygen`: `key` and `key.pub`.
+pub fn keygen(key: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(key)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
