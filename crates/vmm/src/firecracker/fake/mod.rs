@@ -15,6 +15,21 @@
 //! Firecracker's (`--api-sock PATH`, `--id ID`), so code that launches Firecracker can
 //! launch it unchanged. Another crate can make its own binary from [`run_process`].
 //!
+//! Jailed: the `fake-jailer` binary ([`run_jailer`], module `jailer`) stands where
+//! Firecracker's `jailer` would and jails `fake-firecracker` for real: a chroot at
+//! `<chroot_base>/<exec_file_name>/<id>/root` in a mount namespace of its own, the device
+//! nodes, the pid file, rlimits, `--netns`, `--daemonize`, `--new-pid-ns`, then an exec as
+//! the unprivileged uid:gid with an empty environment. The fake opens every path exactly as
+//! given and assumes no privilege, so in a jail the kernel resolves its API socket, drives,
+//! kernel, vsock sockets, logger and snapshot files inside the chroot and checks them
+//! against the jailed uid: a drive the uid may not open is refused, a host vsock listener it
+//! may not connect to never hears the ready report, a directory it may not write refuses the
+//! snapshot. Faults reach a jailed fake only as `--fake-fault` after the jailer's `--`
+//! (the jailer clears the environment, [`FAULTS_ENV`] included). Where `fake-jailer`
+//! differs from the real jailer (the host's `/usr` mounted read-only in the jail for the
+//! dynamically linked fake, `chroot` for `pivot_root`, cgroups checked but not applied) is
+//! listed in `jailer`'s docs.
+//!
 //! The guest is simulated only as far as the node talks to it: `guest` plays a Boxcutter
 //! guest agent on the vsock device (a ready report after boot, answers to host commands).
 //! What it does not model: the guest itself (nothing boots; "running" is a state), TAP
@@ -27,6 +42,8 @@
 mod contract;
 mod faults;
 mod guest;
+#[cfg(feature = "fake-firecracker")]
+mod jailer;
 mod process;
 mod resources;
 mod server;
@@ -42,6 +59,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use faults::{parse_list, Endpoint, Fault, InvalidFault, FAULTS_ENV};
+#[cfg(feature = "fake-firecracker")]
+pub use jailer::run_jailer;
 pub use process::run_process;
 
 use crate::firecracker::api::InstanceState;

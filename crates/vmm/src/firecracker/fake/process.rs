@@ -103,9 +103,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         let arg = arg
             .into_string()
             .map_err(|a| format!("argument {a:?} is not UTF-8"))?;
+        // Firecracker's parser takes `--name value` only, and no value starting with `--`.
         let mut value = || {
             args.next()
                 .and_then(|v| v.into_string().ok())
+                .filter(|v| !v.starts_with("--"))
                 .ok_or_else(|| format!("{arg} needs a value"))
         };
         match arg.as_str() {
@@ -173,5 +175,27 @@ mod tests {
         assert!(unknown.unwrap_err().contains("--config-file"));
         let fault = parse_args(args(&["--api-sock", "/s", "--fake-fault", "explode"]));
         assert!(fault.unwrap_err().contains("explode"));
+    }
+
+    #[test]
+    fn only_the_form_firecrackers_parser_takes_is_accepted() {
+        let equals = parse_args(args(&["--api-sock", "/s", "--id=vm1"]));
+        assert!(equals.unwrap_err().contains("--id=vm1"));
+        let dashed = parse_args(args(&["--id", "--api-sock", "/s"]));
+        assert!(dashed.unwrap_err().contains("--id needs a value"));
+        // What the jailer execs: `--name value` throughout.
+        let jailed = parse_args(args(&[
+            "--id",
+            "vm1",
+            "--start-time-us",
+            "14660979103",
+            "--start-time-cpu-us",
+            "0",
+            "--parent-cpu-time-us",
+            "6280",
+            "--api-sock",
+            "/fc.sock",
+        ]));
+        assert!(matches!(jailed, Ok(Command::Serve(o)) if o.id == "vm1"));
     }
 }
