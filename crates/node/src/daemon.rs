@@ -16,6 +16,7 @@ use boxcutter_image::validate_image;
 use boxcutter_net::{firewall_ensure, FirewallConfig};
 use boxcutter_types::guest::VmType;
 use boxcutter_types::ByteSize;
+use boxcutter_vmm::firecracker::jail::JailerConfig;
 use boxcutter_vmm::kvm::{kvm_verdict, ProbeConfig};
 
 use crate::agent::capacity::CapacityConfig;
@@ -57,6 +58,8 @@ pub struct DaemonConfig {
     pub firecracker: PathBuf,
     /// Test-only: run Firecracker VMs with `fake-firecracker` at this path, without KVM.
     pub fake_firecracker: Option<PathBuf>,
+    /// Run Firecracker under this jailer, as this uid and gid.
+    pub jailer: Option<(PathBuf, u32, u32)>,
 }
 
 /// Runs the agent until a termination signal.
@@ -115,6 +118,7 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
     let socket_dir = config.run_dir.clone();
     std::fs::create_dir_all(&socket_dir)
         .with_context(|| format!("create {}", socket_dir.display()))?;
+    let pool_root = pool.root().to_owned();
     let ctx = NodeContext {
         node_id: config.node_id.clone(),
         store: crate::store::VmStore::open(pool.root())?,
@@ -130,6 +134,16 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
             guest_dns_on_gateway: true,
             socket_dir,
             firecracker,
+            // Jails go in the pool, so that VM disks can be hard-linked into them.
+            jailer: config
+                .jailer
+                .as_ref()
+                .map(|(jailer, uid, gid)| JailerConfig {
+                    jailer: jailer.clone(),
+                    uid: *uid,
+                    gid: *gid,
+                    chroot_base: pool_root.join("jail"),
+                }),
         },
         unsupported,
     };

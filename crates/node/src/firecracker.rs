@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use boxcutter_image::{validate_image, ImagePaths};
 use boxcutter_types::guest::{BootParams, HostCommand, Refresh, VmType};
+use boxcutter_types::VmName;
 use boxcutter_vmm::firecracker::boot_args::kernel_cmdline;
+use boxcutter_vmm::firecracker::jail::{Jail, JailerConfig};
 use boxcutter_vmm::firecracker::vm::{
     FirecrackerConfig, FirecrackerError, FirecrackerNic, FirecrackerPaths, FirecrackerVm,
     SnapshotFiles, DEFAULT_SOCKET_WAIT,
@@ -38,6 +40,8 @@ const REFRESH_WAIT: Duration = Duration::from_secs(30);
 pub struct FirecrackerEnv {
     /// The `firecracker` binary.
     pub binary: PathBuf,
+    /// Run it under the jailer.
+    pub jailer: Option<JailerConfig>,
     /// The image directory (`vmlinux`, initramfs).
     pub image_dir: PathBuf,
     /// The VM's own directory (console, logs, pidfile, config drive).
@@ -52,12 +56,23 @@ pub struct FirecrackerEnv {
     pub ready_timeout: Duration,
 }
 
-/// The runtime files of a Firecracker VM.
-pub fn paths(vm_dir: &Path, socket_dir: &Path) -> FirecrackerPaths {
-    FirecrackerPaths {
-        socket: socket_dir.join("firecracker.sock"),
-        vsock: socket_dir.join("vsock.sock"),
-        ..FirecrackerPaths::in_dir(vm_dir)
+/// The runtime files of Firecracker VM `name`: its sockets in `socket_dir`, or in its jail
+/// when `jailer` is given (with the Firecracker `binary` the jailer runs).
+pub fn paths(
+    name: &VmName,
+    vm_dir: &Path,
+    socket_dir: &Path,
+    jailer: Option<(&JailerConfig, &Path)>,
+) -> FirecrackerPaths {
+    match jailer {
+        Some((jailer, binary)) => {
+            FirecrackerPaths::jailed(vm_dir, Jail::new(jailer, binary, name.as_str()))
+        }
+        None => FirecrackerPaths {
+            socket: socket_dir.join("firecracker.sock"),
+            vsock: socket_dir.join("vsock.sock"),
+            ..FirecrackerPaths::in_dir(vm_dir)
+        },
     }
 }
 
@@ -81,7 +96,13 @@ pub async fn boot(spec: &GuestSpec, env: &FirecrackerEnv) -> Result<StartedGuest
     timings.config = step.elapsed();
 
     let config = config(spec, env, &image);
+    remove_stale_jail(&config)?;
     let listener = AgentListener::bind(&config.paths.vsock).map_err(FirecrackerError::from)?;
+    if let Some(jail) = &config.paths.jail {
+        listener
+            .hand_over(jail.uid, jail.gid)
+            .map_err(FirecrackerError::from)?;
+    }
     let step = Instant::now();
     let vm = FirecrackerVm::launch(&config, env.netns.as_deref()).await?;
     timings.launch = step.elapsed();
@@ -124,6 +145,7 @@ pub async fn restore(
     timings.config = step.elapsed();
 
     let config = config(spec, env, &image);
+    remove_stale_jail(&config)?;
     let step = Instant::now();
     let vm = FirecrackerVm::restore(&config, snapshot, env.netns.as_deref()).await?;
     timings.launch = step.elapsed();
@@ -182,8 +204,26 @@ fn config(spec: &GuestSpec, env: &FirecrackerEnv, image: &ImagePaths) -> Firecra
         track_dirty_pages: false,
         extra_args: Vec::new(),
         socket_wait: DEFAULT_SOCKET_WAIT,
-        paths: paths(&env.vm_dir, &env.socket_dir),
+        paths: paths(
+            &spec.name,
+            &env.vm_dir,
+            &env.socket_dir,
+            env.jailer.as_ref().map(|j| (j, env.binary.as_path())),
+        ),
+        jailer: env.jailer.clone(),
     }
+}
+
+/// The jailer refuses a jail left by an earlier run of the same VM (a crash, a killed
+/// agent); nothing in it is needed, the VM's own files are in its directory.
+fn remove_stale_jail(config: &FirecrackerConfig) -> Result<(), BootError> {
+    let Some(jail) = &config.paths.jail else {
+        return Ok(());
+    };
+    jail.remove().map_err(|source| BootError::Io {
+        path: jail.dir().to_owned(),
+        source,
+    })
 }
 
 /// 32 bytes from the host's RNG, hex-encoded, for a restored guest's RNG.

@@ -104,6 +104,16 @@ struct RunArgs {
     /// Refused unless the binary is that fake.
     #[arg(long, hide = true)]
     fake_firecracker: Option<PathBuf>,
+    /// Run Firecracker under its jailer (a chroot per VM, as an unprivileged uid/gid);
+    /// needs --jailer-uid and --jailer-gid.
+    #[arg(long, requires_all = ["jailer_uid", "jailer_gid"])]
+    jailer: Option<PathBuf>,
+    /// The uid jailed Firecrackers run as.
+    #[arg(long, requires = "jailer")]
+    jailer_uid: Option<u32>,
+    /// The gid jailed Firecrackers run as.
+    #[arg(long, requires = "jailer")]
+    jailer_gid: Option<u32>,
 }
 
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
@@ -269,6 +279,11 @@ fn daemon_config(args: RunArgs) -> anyhow::Result<daemon::DaemonConfig> {
         dns_upstream: args.dns_upstream,
         firecracker: args.firecracker,
         fake_firecracker: args.fake_firecracker,
+        jailer: args
+            .jailer
+            .zip(args.jailer_uid)
+            .zip(args.jailer_gid)
+            .map(|((jailer, uid), gid)| (jailer, uid, gid)),
         run_dir: args
             .run_dir
             .unwrap_or_else(|| Path::new("/run/boxcutter").join(&args.id)),

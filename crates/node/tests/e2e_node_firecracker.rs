@@ -304,3 +304,91 @@ async fn e2e_node_a_failed_live_copy_leaves_the_source_running_and_nothing_else(
     let sockets = format!("{}/", node.dir.path().join("run").display());
     assert_eq!(pids_mentioning(&sockets), [pid], "only the source runs");
 }
+
+/// The `fake-jailer` test double, built with the workspace's tests.
+fn fake_jailer() -> PathBuf {
+    let path = fake_firecracker().with_file_name("fake-jailer");
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_node_runs_jailed_firecracker_vms_and_copies_them_live() {
+    let (fake, jailer) = (fake_firecracker(), fake_jailer());
+    let (fake, jailer) = (fake.display().to_string(), jailer.display().to_string());
+    let mut node = TestNode::start_with(
+        "fcjail",
+        39,
+        &[
+            "--fake-firecracker",
+            &fake,
+            "--jailer",
+            &jailer,
+            "--jailer-uid",
+            "64123",
+            "--jailer-gid",
+            "64123",
+        ],
+    )
+    .await;
+    let (_key, public) = keypair(node.dir.path());
+    let a = node.create(&spec(&node, "fc-j", 1, &public)).await.unwrap();
+    let pid = running_pid(&node, "fc-j").await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("64123")),
+        "firecracker runs as the jail's uid:\n{status}"
+    );
+    let jail = node.data_dir().join("pool/jail/fake-firecracker/fc-j/root");
+    assert!(jail.join("fc.sock").exists(), "api socket in the jail");
+    let client = ApiClient::new(jail.join("fc.sock"));
+    let drives = client.vm_config().await.unwrap().drives;
+    assert_eq!(
+        drives[0].path_on_host.as_deref(),
+        Some(std::path::Path::new("/rootfs.img"))
+    );
+
+    let body = format!(r#"{{"name":"fc-j2","subnet":"{}"}}"#, node.subnet(2));
+    let b = node.stream("/v1/vms/fc-j/copy", &body).await.unwrap();
+    assert_eq!(b.state, VmState::Running);
+    let pid_b = running_pid(&node, "fc-j2").await;
+
+    node.kill_agent();
+    node.spawn_agent(&support::test_image());
+    node.wait_healthy().await;
+    assert_eq!(
+        running_pid(&node, "fc-j").await,
+        pid,
+        "a jailed VM is re-adopted"
+    );
+
+    // Stop and start: the old jail is gone and a new one is made.
+    let stopped: VmRecord = node
+        .post("/v1/vms/fc-j/stop", "")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    assert!(!jail.exists(), "the jail goes with its firecracker");
+    let started: VmRecord = node
+        .post("/v1/vms/fc-j/start", "")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started.state, VmState::Running, "{started:?}");
+
+    for (record, pid) in [(&a, running_pid(&node, "fc-j").await), (&b, pid_b)] {
+        let path = format!("/v1/vms/{}", record.spec.name);
+        assert!(node.delete(&path).await.status().is_success());
+        assert_gone(&node, record, pid);
+    }
+    let jails = node.data_dir().join("pool/jail/fake-firecracker");
+    let left: Vec<_> = std::fs::read_dir(&jails)
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "jails left: {left:?}");
+}

@@ -17,6 +17,8 @@ use boxcutter_vmm::qemu::{Disk, DiskFormat, RuntimePaths};
 use sha2::{Digest, Sha256};
 
 use super::error::NodeError;
+use boxcutter_vmm::firecracker::jail::JailerConfig;
+
 use crate::firecracker::FirecrackerEnv;
 use crate::guest::{BootEnv, GuestNetSpec, GuestSpec, RootDisk};
 use crate::hypervisor::VmPaths;
@@ -42,6 +44,8 @@ pub struct RuntimeConfig {
     pub socket_dir: PathBuf,
     /// The `firecracker` binary, when this node can run Firecracker VMs.
     pub firecracker: Option<PathBuf>,
+    /// Run Firecracker under its jailer.
+    pub jailer: Option<JailerConfig>,
 }
 
 /// State shared by all VM tasks of a node.
@@ -86,10 +90,16 @@ impl NodeContext {
     pub fn vm_paths(&self, name: &VmName, vm_type: VmType) -> VmPaths {
         match vm_type {
             VmType::Qemu => VmPaths::Qemu(self.runtime_paths(name)),
-            VmType::Firecracker => VmPaths::Firecracker(crate::firecracker::paths(
-                &self.vm_dir(name),
-                &self.socket_dir(name),
-            )),
+            VmType::Firecracker => {
+                let binary = self.runtime.firecracker.as_deref();
+                let jailer = self.runtime.jailer.as_ref().zip(binary);
+                VmPaths::Firecracker(crate::firecracker::paths(
+                    name,
+                    &self.vm_dir(name),
+                    &self.socket_dir(name),
+                    jailer,
+                ))
+            }
         }
     }
 
@@ -97,6 +107,7 @@ impl NodeContext {
     pub fn firecracker_env(&self, name: &VmName) -> Option<FirecrackerEnv> {
         Some(FirecrackerEnv {
             binary: self.runtime.firecracker.clone()?,
+            jailer: self.runtime.jailer.clone(),
             image_dir: self
                 .image
                 .vmlinux

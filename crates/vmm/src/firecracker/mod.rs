@@ -8,6 +8,7 @@ pub mod boot_args;
 pub mod capability;
 #[cfg(any(test, feature = "fake-firecracker"))]
 pub mod fake;
+pub mod jail;
 pub mod vm;
 pub mod vm_config;
 pub mod vsock;

@@ -26,11 +26,16 @@
 //! socket and the pidfile; the console log and Firecracker's log are kept, they explain
 //! the failure.
 //!
-//! Limitation: Firecracker is run directly, never under its `jailer` (no chroot, cgroup or
-//! uid drop), so a VMM escape has the daemon's privileges. Each launch also truncates the
-//! console log, so the console of an earlier boot of the same VM is lost.
+//! With a `jailer` in the config, the jailer is started instead and execs Firecracker in
+//! the VM's jail as an unprivileged uid/gid, keeping the pid (`super::jail`): the files are
+//! put into the jail first and every path Firecracker is given is the jail's, the process
+//! is recognised by its `--id` rather than its socket, snapshots are moved out of the jail
+//! once written, and the jail is removed with the process. Without one, Firecracker runs
+//! with the daemon's privileges. Limitations: cgroups are not used (no `--cgroup`), and
+//! each launch truncates the console log, so the console of an earlier boot is lost.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -89,8 +94,9 @@ impl FirecrackerVm {
         netns: Option<&Path>,
     ) -> Result<Self, FirecrackerError> {
         check_inputs(config, [])?;
-        let vm = Self::spawn_fresh(config, netns)?;
-        let booted = vm.boot(config).await;
+        let placed = place(config, None)?;
+        let vm = Self::spawn_fresh(config, &placed, netns)?;
+        let booted = vm.boot(config, &placed).await;
         vm.settle(booted, &config.id, "started").await
     }
 
@@ -110,21 +116,23 @@ impl FirecrackerVm {
             ("memory file", snapshot.memory.as_path()),
         ];
         check_inputs(config, snapshot_files)?;
-        let vm = Self::spawn_fresh(config, netns)?;
-        let loaded = vm.load(config, snapshot).await;
+        let placed = place(config, Some(snapshot))?;
+        let vm = Self::spawn_fresh(config, &placed, netns)?;
+        let loaded = vm.load(config, &placed).await;
         vm.settle(loaded, &config.id, "restored").await
     }
 
     /// Removes the runtime files an earlier process may have left and spawns Firecracker.
     fn spawn_fresh(
         config: &FirecrackerConfig,
+        placed: &Placed,
         netns: Option<&Path>,
     ) -> Result<Self, FirecrackerError> {
         let paths = &config.paths;
         for stale in [&paths.socket, &paths.pidfile, &paths.vsock] {
             remove_if_exists(stale, "remove stale")?;
         }
-        let pid = spawn(config, netns)?;
+        let pid = spawn(config, placed, netns)?;
         Ok(Self {
             pid,
             paths: paths.clone(),
@@ -255,8 +263,11 @@ impl FirecrackerVm {
 
     /// True while this VM's Firecracker exists and is not a zombie.
     pub fn is_running(&self) -> bool {
-        let socket = self.paths.socket.as_os_str().as_encoded_bytes();
-        boxcutter_sys::proc::runs_with(self.pid.as_raw(), socket)
+        let marker = match &self.paths.jail {
+            Some(jail) => jail.process_marker(),
+            None => self.paths.socket.as_os_str().as_encoded_bytes().to_vec(),
+        };
+        boxcutter_sys::proc::runs_with(self.pid.as_raw(), &marker)
     }
 
     /// `GET /`: the instance's id, state and Firecracker's version.
@@ -285,17 +296,37 @@ impl FirecrackerVm {
         state: &Path,
         memory: &Path,
     ) -> Result<(), FirecrackerError> {
+        // A jailed Firecracker writes into its jail; the files are moved out after.
+        let (written_state, written_memory) = match &self.paths.jail {
+            Some(jail) => (
+                jail.host_path(SNAPSHOT_STATE),
+                jail.host_path(SNAPSHOT_MEMORY),
+            ),
+            None => (state.to_owned(), memory.to_owned()),
+        };
         let request = SnapshotCreate {
             snapshot_type: Some(kind),
-            ..SnapshotCreate::full(state, memory)
+            ..SnapshotCreate::full(self.inside(&written_state)?, self.inside(&written_memory)?)
         };
-        let Err(source) = self.client.create_snapshot(&request).await else {
-            return Ok(());
+        let source = match self.client.create_snapshot(&request).await {
+            Ok(()) => {
+                for (from, to) in [(&written_state, state), (&written_memory, memory)] {
+                    if from != to {
+                        std::fs::rename(from, to).map_err(|source| FirecrackerError::File {
+                            action: "move snapshot out of the jail",
+                            path: from.clone(),
+                            source,
+                        })?;
+                    }
+                }
+                return Ok(());
+            }
+            Err(source) => source,
         };
-        if let ApiError::SnapshotIncomplete { partial_files, .. } = &source {
-            for file in partial_files {
-                if let Err(error) = std::fs::remove_file(file) {
-                    tracing::warn!(path = %file.display(), %error, "cannot remove partial snapshot");
+        if let ApiError::SnapshotIncomplete { .. } = &source {
+            for file in [&written_state, &written_memory] {
+                if let Err(error) = remove_if_exists(file, "remove partial snapshot") {
+                    tracing::warn!(%error, "cannot remove partial snapshot");
                 }
             }
         }
@@ -331,6 +362,22 @@ impl FirecrackerVm {
                 tracing::warn!(%error, "cannot clean up after firecracker");
             }
         }
+        if let Some(jail) = &self.paths.jail {
+            if let Err(error) = jail.remove() {
+                tracing::warn!(jail = %jail.root.display(), %error, "cannot remove the jail");
+            }
+        }
+    }
+
+    /// How Firecracker names `host`: the same path, or the path inside its jail.
+    fn inside(&self, host: &Path) -> Result<PathBuf, FirecrackerError> {
+        match &self.paths.jail {
+            Some(jail) => jail.inside(host).map_err(|source| FirecrackerError::Jail {
+                path: host.to_owned(),
+                source,
+            }),
+            None => Ok(host.to_owned()),
+        }
     }
 
     /// Waits up to `timeout` for Firecracker to exit; true if it did.
@@ -344,14 +391,18 @@ impl FirecrackerVm {
     }
 
     /// Every launch step after the spawn, in order.
-    async fn boot(&self, config: &FirecrackerConfig) -> Result<(), FirecrackerError> {
+    async fn boot(
+        &self,
+        config: &FirecrackerConfig,
+        placed: &Placed,
+    ) -> Result<(), FirecrackerError> {
         write_pidfile(&self.paths.pidfile, self.pid).map_err(|source| FirecrackerError::File {
             action: "write pidfile",
             path: self.paths.pidfile.clone(),
             source,
         })?;
         self.wait_for_socket(config.socket_wait).await?;
-        self.configure_logging().await?;
+        self.configure_logging(placed).await?;
 
         let machine = MachineConfig {
             track_dirty_pages: Some(config.track_dirty_pages),
@@ -363,13 +414,13 @@ impl FirecrackerVm {
         )
         .await?;
         let boot = BootSource {
-            kernel_image_path: config.kernel.clone(),
+            kernel_image_path: placed.kernel.clone(),
             boot_args: Some(config.cmdline.clone()),
-            initrd_path: config.initrd.clone(),
+            initrd_path: placed.initrd.clone(),
         };
         self.step(LaunchStep::BootSource, self.client.put_boot_source(&boot))
             .await?;
-        for drive in drives(config) {
+        for drive in drives(placed) {
             let step = LaunchStep::Drive(drive.drive_id.clone());
             self.step(step, self.client.put_drive(&drive)).await?;
         }
@@ -381,7 +432,7 @@ impl FirecrackerVm {
         }
         let vsock = Vsock {
             guest_cid: config.guest_cid,
-            uds_path: self.paths.vsock.clone(),
+            uds_path: placed.vsock.clone(),
         };
         self.step(LaunchStep::Vsock, self.client.put_vsock(&vsock))
             .await?;
@@ -393,7 +444,7 @@ impl FirecrackerVm {
     async fn load(
         &self,
         config: &FirecrackerConfig,
-        snapshot: &SnapshotFiles,
+        placed: &Placed,
     ) -> Result<(), FirecrackerError> {
         write_pidfile(&self.paths.pidfile, self.pid).map_err(|source| FirecrackerError::File {
             action: "write pidfile",
@@ -401,7 +452,14 @@ impl FirecrackerVm {
             source,
         })?;
         self.wait_for_socket(config.socket_wait).await?;
-        self.configure_logging().await?;
+        self.configure_logging(placed).await?;
+        let snapshot = placed
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| FirecrackerError::MissingFile {
+                what: "snapshot",
+                path: PathBuf::new(),
+            })?;
         let mut load = SnapshotLoad::from_files(&snapshot.state, &snapshot.memory);
         if config.track_dirty_pages {
             load = load.tracking_dirty_pages();
@@ -413,11 +471,11 @@ impl FirecrackerVm {
             }]
         });
         load.vsock_override = Some(VsockOverride {
-            uds_path: self.paths.vsock.clone(),
+            uds_path: placed.vsock.clone(),
         });
         self.step(LaunchStep::LoadSnapshot, self.client.load_snapshot(&load))
             .await?;
-        for drive in drives(config) {
+        for drive in drives(placed) {
             let update = DriveUpdate::backing_file(&drive.drive_id, &drive.path_on_host);
             let step = LaunchStep::UpdateDrive(drive.drive_id.clone());
             self.step(step, self.client.patch_drive(&update)).await?;
@@ -449,9 +507,8 @@ impl FirecrackerVm {
     }
 
     /// `PUT /logger` and `PUT /metrics`, when the paths name them.
-    async fn configure_logging(&self) -> Result<(), FirecrackerError> {
-        if let Some(log) = &self.paths.log {
-            ensure_file(log)?;
+    async fn configure_logging(&self, placed: &Placed) -> Result<(), FirecrackerError> {
+        if let Some(log) = &placed.log {
             let logger = Logger {
                 log_path: Some(log.clone()),
                 ..Logger::default()
@@ -459,8 +516,7 @@ impl FirecrackerVm {
             self.step(LaunchStep::Logger, self.client.put_logger(&logger))
                 .await?;
         }
-        if let Some(path) = &self.paths.metrics {
-            ensure_file(path)?;
+        if let Some(path) = &placed.metrics {
             let metrics = Metrics {
                 metrics_path: path.clone(),
             };
@@ -522,18 +578,119 @@ impl SnapshotFiles {
 }
 
 /// The drives in attachment order: root disk, then the config drive.
-fn drives(config: &FirecrackerConfig) -> Vec<Drive> {
-    let root = Drive::new(ROOT_DRIVE_ID, &config.root_disk, false);
-    let config_drive = config
+fn drives(placed: &Placed) -> Vec<Drive> {
+    let root = Drive::new(ROOT_DRIVE_ID, &placed.root_disk, false);
+    let config_drive = placed
         .config_drive
         .as_ref()
         .map(|path| Drive::new(CONFIG_DRIVE_ID, path, true));
     std::iter::once(root).chain(config_drive).collect()
 }
 
+/// File names inside a jail.
+const JAIL_KERNEL: &str = "vmlinux";
+const JAIL_INITRD: &str = "initrd.img";
+const JAIL_ROOT_DISK: &str = "rootfs.img";
+const JAIL_CONFIG_DRIVE: &str = "config.img";
+const JAIL_LOG: &str = "firecracker.log";
+const JAIL_METRICS: &str = "metrics";
+const SNAPSHOT_STATE: &str = "snapshot.state";
+const SNAPSHOT_MEMORY: &str = "snapshot.mem";
+
+/// The files of one launch as Firecracker names them.
+#[derive(Debug)]
+struct Placed {
+    socket: PathBuf,
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    root_disk: PathBuf,
+    config_drive: Option<PathBuf>,
+    log: Option<PathBuf>,
+    metrics: Option<PathBuf>,
+    vsock: PathBuf,
+    snapshot: Option<SnapshotFiles>,
+}
+
+/// Creates the log and metrics files, and for a jailed Firecracker puts every file it
+/// needs into its jail (writable ones owned by its uid/gid); returns the paths to give it.
+fn place(
+    config: &FirecrackerConfig,
+    snapshot: Option<&SnapshotFiles>,
+) -> Result<Placed, FirecrackerError> {
+    let paths = &config.paths;
+    for file in paths.log.iter().chain(&paths.metrics) {
+        ensure_file(file)?;
+    }
+    let Some(jail) = &paths.jail else {
+        return Ok(Placed {
+            socket: paths.socket.clone(),
+            kernel: config.kernel.clone(),
+            initrd: config.initrd.clone(),
+            root_disk: config.root_disk.clone(),
+            config_drive: config.config_drive.clone(),
+            log: paths.log.clone(),
+            metrics: paths.metrics.clone(),
+            vsock: paths.vsock.clone(),
+            snapshot: snapshot.cloned(),
+        });
+    };
+    let admit = |file: &Path, name: &str, owned: bool| {
+        jail.admit(file, name, owned)
+            .map_err(|source| FirecrackerError::Jail {
+                path: file.to_owned(),
+                source,
+            })
+    };
+    let inside = |host: &Path| {
+        jail.inside(host).map_err(|source| FirecrackerError::Jail {
+            path: host.to_owned(),
+            source,
+        })
+    };
+    Ok(Placed {
+        socket: inside(&paths.socket)?,
+        kernel: admit(&config.kernel, JAIL_KERNEL, false)?,
+        initrd: config
+            .initrd
+            .as_ref()
+            .map(|f| admit(f, JAIL_INITRD, false))
+            .transpose()?,
+        root_disk: admit(&config.root_disk, JAIL_ROOT_DISK, true)?,
+        // Owned, so that the jail's uid can read it (it is 0600).
+        config_drive: config
+            .config_drive
+            .as_ref()
+            .map(|f| admit(f, JAIL_CONFIG_DRIVE, true))
+            .transpose()?,
+        log: paths
+            .log
+            .as_ref()
+            .map(|f| admit(f, JAIL_LOG, true))
+            .transpose()?,
+        metrics: paths
+            .metrics
+            .as_ref()
+            .map(|f| admit(f, JAIL_METRICS, true))
+            .transpose()?,
+        vsock: inside(&paths.vsock)?,
+        snapshot: snapshot
+            .map(|files| {
+                Ok::<_, FirecrackerError>(SnapshotFiles {
+                    state: admit(&files.state, SNAPSHOT_STATE, true)?,
+                    memory: admit(&files.memory, SNAPSHOT_MEMORY, true)?,
+                })
+            })
+            .transpose()?,
+    })
+}
+
 /// Spawns Firecracker detached (a session of its own, optionally in `netns`), its console
 /// going to the console log, and lets go of it.
-fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, FirecrackerError> {
+fn spawn(
+    config: &FirecrackerConfig,
+    placed: &Placed,
+    netns: Option<&Path>,
+) -> Result<Pid, FirecrackerError> {
     let console =
         std::fs::File::create(&config.paths.console).map_err(|source| FirecrackerError::File {
             action: "create console log",
@@ -547,12 +704,22 @@ fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, Firecr
             path: config.paths.console.clone(),
             source,
         })?;
-    let mut cmd = tokio::process::Command::new(&config.binary);
-    cmd.arg("--api-sock")
-        .arg(&config.paths.socket)
-        .arg("--id")
-        .arg(&config.id)
-        .args(&config.extra_args)
+    let firecracker_args = [OsString::from("--api-sock"), placed.socket.clone().into()]
+        .into_iter()
+        .chain(config.extra_args.iter().cloned());
+    let (program, args): (&Path, Vec<OsString>) = match (&config.jailer, &config.paths.jail) {
+        // The jailer passes `--id=<id>` on itself.
+        (Some(jailer), Some(jail)) => (
+            &jailer.jailer,
+            jail.command_line(jailer, &config.binary, firecracker_args),
+        ),
+        _ => {
+            let id = [OsString::from("--id"), config.id.clone().into()];
+            (&config.binary, firecracker_args.chain(id).collect())
+        }
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(console)
         .stderr(console_err);
@@ -564,7 +731,7 @@ fn spawn(config: &FirecrackerConfig, netns: Option<&Path>) -> Result<Pid, Firecr
             }
         })?;
     let child = cmd.spawn().map_err(|source| FirecrackerError::Spawn {
-        binary: config.binary.clone(),
+        binary: program.to_owned(),
         source,
     })?;
     let pid = child.id().ok_or_else(|| FirecrackerError::Spawn {
@@ -620,6 +787,7 @@ fn check_inputs<'a>(
     config: &'a FirecrackerConfig,
     more: impl IntoIterator<Item = (&'static str, &'a Path)>,
 ) -> Result<(), FirecrackerError> {
+    let jailer = config.jailer.iter().map(|j| ("jailer", j.jailer.as_path()));
     let files = [
         ("firecracker binary", config.binary.as_path()),
         ("kernel", config.kernel.as_path()),
@@ -632,6 +800,7 @@ fn check_inputs<'a>(
         .map(|p| ("config drive", p.as_path()));
     let all = files
         .into_iter()
+        .chain(jailer)
         .chain(initrd)
         .chain(config_drive)
         .chain(more);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::api::{ApiError, MacAddr};
+use super::jail::{Jail, JailerConfig};
 
 /// Errors driving a Firecracker microVM.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,15 @@ pub enum FirecrackerError {
         socket: PathBuf,
         /// How long the launch waited.
         after: Duration,
+    },
+    /// A file could not be put into the jail.
+    #[error("cannot put {} into the jail", path.display())]
+    Jail {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The process ended while being configured or booted.
     #[error("firecracker exited during boot (at {step}): {console}")]
@@ -184,6 +194,9 @@ pub struct FirecrackerPaths {
     pub log: Option<PathBuf>,
     /// Firecracker's metrics (a file, created if missing, or an existing named pipe).
     pub metrics: Option<PathBuf>,
+    /// The jail, when Firecracker runs under the jailer: then `socket` and `vsock` are in
+    /// it, and the process is recognised by its id rather than its socket.
+    pub jail: Option<Jail>,
 }
 
 impl FirecrackerPaths {
@@ -196,6 +209,17 @@ impl FirecrackerPaths {
             vsock: dir.join("vsock.sock"),
             log: Some(dir.join("firecracker.log")),
             metrics: None,
+            jail: None,
+        }
+    }
+
+    /// The layout of a jailed Firecracker: sockets in the jail, files in `dir`.
+    pub fn jailed(dir: &Path, jail: Jail) -> Self {
+        Self {
+            socket: jail.host_path("fc.sock"),
+            vsock: jail.host_path("v.sock"),
+            jail: Some(jail),
+            ..Self::in_dir(dir)
         }
     }
 }
@@ -243,4 +267,6 @@ pub struct FirecrackerConfig {
     pub socket_wait: Duration,
     /// Runtime files.
     pub paths: FirecrackerPaths,
+    /// Run under the jailer (then `paths.jail` is this VM's jail under it).
+    pub jailer: Option<JailerConfig>,
 }

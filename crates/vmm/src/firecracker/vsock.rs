@@ -53,13 +53,16 @@ pub struct AgentListener {
 }
 
 impl AgentListener {
-    /// Binds `<uds_path>_1024`, replacing a stale socket file.
+    /// Binds `<uds_path>_1024`, replacing a stale socket file (and making its directory).
     pub fn bind(uds_path: &Path) -> Result<Self, VsockError> {
         let path = port_socket(uds_path, AGENT_VSOCK_PORT);
         let io = |source| VsockError::Io {
             path: path.clone(),
             source,
         };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
@@ -71,6 +74,17 @@ impl AgentListener {
     /// The socket file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Lets a Firecracker running as `uid`/`gid` (under the jailer) connect: connecting
+    /// to a Unix socket takes write permission on its file.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), VsockError> {
+        std::os::unix::fs::chown(&self.path, Some(uid), Some(gid)).map_err(|source| {
+            VsockError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 
     /// Waits for the guest agent's connection and returns its event lines.
