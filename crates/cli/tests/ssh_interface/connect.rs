@@ -37,9 +37,26 @@ fn connect_pipes_stdio_to_the_vm_and_known_hosts_prints_its_key() {
 
 #[test]
 fn connect_to_a_vm_that_does_not_answer_fails_clearly() {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Bound but not listening: connections are refused, and no other test can take the
+    // port meanwhile (a listener dropped before the connect could be re-bound by one).
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let closed = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&closed),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&closed))
+        .unwrap()
+        .port();
     let cluster = Cluster::with_ssh_port(port);
     cluster
         .ssh(ALICE_KEY, "connect dev-box")
