@@ -235,20 +235,30 @@ async fn boot_steps(
         timings.launch = step.elapsed();
 
         let waited = Instant::now();
-        match vm.wait_ready(env.ready_timeout).await {
+        // A guest stuck before any of our code ran is not worth the whole ready timeout.
+        let first_wait = env.ready_timeout.min(EARLY_BOOT_LIMIT);
+        let mut outcome = vm.wait_ready(first_wait).await;
+        if let Err(QemuError::ReadyTimeout { console, .. }) = &outcome {
+            if !died_before_userspace(console) && first_wait < env.ready_timeout {
+                outcome = vm.wait_ready(env.ready_timeout - first_wait).await;
+            }
+        }
+        match outcome {
             Ok(ready) => {
                 timings.guest_uptime = ready.guest_uptime;
                 timings.ready = waited.elapsed();
                 break vm;
             }
-            Err(QemuError::GuestExited { console })
+            Err(QemuError::GuestExited { console } | QemuError::ReadyTimeout { console, .. })
                 if attempt < EARLY_DEATH_ATTEMPTS && died_before_userspace(&console) =>
             {
                 // Limitation: under TCG (QEMU 10, Debian's 6.1 kernel) a 1-vCPU guest often
                 // panics in early kernel init ("Attempted to kill the idle task" in
-                // __x86_return_thunk) before any initramfs or agent line; its disk is
-                // untouched then, so launching it again is safe. 2-vCPU guests do not.
-                tracing::warn!(vm = %spec.name, attempt, "guest died in early kernel boot; launching it again");
+                // __x86_return_thunk), and now and then any guest hangs there, before any
+                // initramfs or agent line; its disk is untouched then, so launching it
+                // again is safe.
+                tracing::warn!(vm = %spec.name, attempt, "guest died or hung in early kernel boot; launching it again");
+                vm.kill().await;
                 attempt += 1;
             }
             Err(error) => return Err(error.into()),
@@ -264,6 +274,11 @@ async fn boot_steps(
 
 /// How many times a guest that dies before userspace is launched in all.
 const EARLY_DEATH_ATTEMPTS: u32 = 5;
+
+/// How long a guest may run without a line of ours on its console before it is taken for
+/// stuck in early kernel boot (normally 2–4 s under TCG; ten guests booting at once on
+/// two cores take up to half a minute).
+const EARLY_BOOT_LIMIT: Duration = Duration::from_secs(60);
 
 /// True when a guest's console shows no initramfs or agent line: it died in the firmware
 /// or the kernel, before anything of ours ran or touched its disk.
