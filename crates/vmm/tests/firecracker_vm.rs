@@ -75,6 +75,38 @@ fn assert_nothing_left(config: &FirecrackerConfig) {
     }
 }
 
+/// Kills, when dropped, whatever Firecracker (or fake) still serves a config's socket or
+/// carries its jailed id, so a failing test leaves no process behind.
+struct Reaper(Vec<u8>);
+
+impl Reaper {
+    fn for_config(config: &FirecrackerConfig) -> Self {
+        Self(match &config.paths.jail {
+            Some(jail) => jail.process_marker(),
+            None => config.paths.socket.as_os_str().as_encoded_bytes().to_vec(),
+        })
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            if boxcutter_sys::proc::runs_with(pid, &self.0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 async fn state(vm: &FirecrackerVm) -> InstanceState {
     vm.describe().await.unwrap().state
 }
@@ -83,6 +115,7 @@ async fn state(vm: &FirecrackerVm) -> InstanceState {
 async fn a_microvm_boots_pauses_snapshots_resumes_and_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     assert!(vm.is_running());
     assert_eq!(
@@ -133,6 +166,7 @@ async fn a_microvm_boots_pauses_snapshots_resumes_and_shuts_down() {
 async fn a_restarted_agent_adopts_the_running_microvm() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
+    let _reaper = Reaper::for_config(&config);
     let pid = FirecrackerVm::launch(&config, None).await.unwrap().pid();
 
     // The handle is gone, as after an agent restart; the process is not.
@@ -152,6 +186,7 @@ async fn a_restarted_agent_adopts_the_running_microvm() {
 async fn firecracker_dying_during_boot_leaves_nothing_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &["die-during-boot"]);
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     let FirecrackerError::ExitedDuringBoot { step, .. } = &error else {
         panic!("{error:?}");
@@ -173,6 +208,7 @@ async fn an_api_socket_that_never_appears_fails_within_the_wait_naming_it() {
         ..config(dir.path(), &["no-socket"])
     };
     let started = Instant::now();
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -199,6 +235,7 @@ async fn a_refused_drive_stops_the_launch_at_that_drive() {
     let dir = tempfile::tempdir().unwrap();
     let fault = format!("500:PUT /drives/{ROOT_DRIVE_ID}");
     let config = config(dir.path(), &[&fault]);
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     let FirecrackerError::Launch { step, source } = &error else {
         panic!("{error:?}");
@@ -216,6 +253,7 @@ async fn a_refused_drive_stops_the_launch_at_that_drive() {
 async fn a_snapshot_failing_halfway_leaves_no_partial_files() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &["snapshot-halfway"]);
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     vm.pause().await.unwrap();
 
@@ -250,6 +288,7 @@ async fn a_snapshot_failing_halfway_leaves_no_partial_files() {
 async fn a_guest_ignoring_ctrl_alt_del_is_killed_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &["ignore-ctrl-alt-del"]);
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     vm.shutdown(Duration::from_millis(300)).await;
     assert!(!vm.is_running());
@@ -263,6 +302,7 @@ async fn a_missing_kernel_fails_before_anything_starts() {
         kernel: dir.path().join("no-vmlinux"),
         ..config(dir.path(), &[])
     };
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     assert!(
         matches!(&error, FirecrackerError::MissingFile { what: "kernel", .. }),
@@ -281,6 +321,7 @@ async fn the_guest_agent_reports_ready_over_vsock() {
         listener.path(),
         PathBuf::from(format!("{}_1024", config.paths.vsock.display()))
     );
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     vm.wait_ready(&listener, Duration::from_secs(10))
         .await
@@ -295,6 +336,7 @@ async fn the_guest_agent_reports_ready_over_vsock() {
 async fn a_guest_that_never_reports_ready_times_out_with_its_console() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     // Listening somewhere the guest does not connect to.
     let elsewhere = AgentListener::bind(&dir.path().join("other.sock")).unwrap();
@@ -325,6 +367,7 @@ async fn a_running_microvm_is_copied_through_a_snapshot() {
     let (src_dir, copy_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source_config = config(src_dir.path(), &[]);
     let listener = AgentListener::bind(&source_config.paths.vsock).unwrap();
+    let _reaper = Reaper::for_config(&source_config);
     let source = FirecrackerVm::launch(&source_config, None).await.unwrap();
     source
         .wait_ready(&listener, Duration::from_secs(10))
@@ -347,6 +390,7 @@ async fn a_running_microvm_is_copied_through_a_snapshot() {
         }),
         ..config(copy_dir.path(), &[])
     };
+    let _reaper = Reaper::for_config(&copy_config);
     let copy = FirecrackerVm::restore(&copy_config, &snapshot, None)
         .await
         .unwrap();
@@ -384,6 +428,7 @@ async fn a_running_microvm_is_copied_through_a_snapshot() {
 async fn a_paused_guest_cannot_be_refreshed() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
+    let _reaper = Reaper::for_config(&config);
     let vm = FirecrackerVm::launch(&config, None).await.unwrap();
     vm.pause().await.unwrap();
     let error = vm
@@ -404,6 +449,7 @@ async fn a_paused_guest_cannot_be_refreshed() {
 async fn a_missing_snapshot_fails_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::restore(&config, &SnapshotFiles::in_dir(dir.path()), None)
         .await
         .unwrap_err();
@@ -474,6 +520,7 @@ async fn a_jailed_microvm_runs_unprivileged_is_copied_and_leaves_no_jail() {
     let listener = AgentListener::bind(&source_config.paths.vsock).unwrap();
     listener.hand_over(JAIL_UID, JAIL_UID).unwrap();
 
+    let _reaper = Reaper::for_config(&source_config);
     let source = FirecrackerVm::launch(&source_config, None).await.unwrap();
     assert_eq!(
         process_uid(source.pid()),
@@ -509,6 +556,7 @@ async fn a_jailed_microvm_runs_unprivileged_is_copied_and_leaves_no_jail() {
     );
 
     let copy_config = jailed_config(&copy_dir, &base, "vm-copy");
+    let _reaper = Reaper::for_config(&copy_config);
     let copy = FirecrackerVm::restore(&copy_config, &snapshot, None)
         .await
         .unwrap();
@@ -541,6 +589,7 @@ async fn a_disk_the_jailed_firecracker_cannot_open_fails_the_launch_and_leaves_n
     // The kernel is only linked in, not handed over: unreadable to the jail's uid.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&config.kernel, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _reaper = Reaper::for_config(&config);
     let error = FirecrackerVm::launch(&config, None).await.unwrap_err();
     assert!(
         matches!(
