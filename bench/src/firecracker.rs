@@ -6,6 +6,7 @@
 //!
 //! Baseline in the same run: the control plane of a QEMU create on the same agent, from
 //! the request until QEMU runs (its `boot` phase starts), which also excludes the guest.
+//! `--jailed` runs Firecracker under `fake-jailer`, to see what the jail costs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,15 +16,22 @@ use boxcutter_types::api::ProgressLine;
 use crate::node::{phase_times, BenchNode};
 use crate::stats::Samples;
 
-/// Runs the Firecracker control-plane benchmark.
-pub async fn bench_firecracker(runs: u32, image: PathBuf) -> anyhow::Result<()> {
+/// Runs the Firecracker control-plane benchmark; with `jailed`, under `fake-jailer`.
+pub async fn bench_firecracker(runs: u32, image: PathBuf, jailed: bool) -> anyhow::Result<()> {
     let fake = std::env::current_exe()?.with_file_name("fake-firecracker");
-    anyhow::ensure!(
-        fake.is_file(),
-        "{} missing: cargo build --release -p boxcutter-vmm --features fake-firecracker",
-        fake.display()
-    );
-    let args = ["--fake-firecracker".to_string(), fake.display().to_string()];
+    let jailer = fake.with_file_name("fake-jailer");
+    for binary in [&fake, &jailer] {
+        anyhow::ensure!(
+            binary.is_file(),
+            "{} missing: cargo build --release -p boxcutter-vmm --features fake-firecracker",
+            binary.display()
+        );
+    }
+    let mut args = vec!["--fake-firecracker".to_string(), fake.display().to_string()];
+    if jailed {
+        args.extend(["--jailer".into(), jailer.display().to_string()]);
+        args.extend(["--jailer-uid", "64123", "--jailer-gid", "64123"].map(String::from));
+    }
     let node = BenchNode::start(&image, &args).await?;
 
     let names = ["disk", "network", "vmm", "ready"];

@@ -93,6 +93,9 @@ enum Bench {
         /// Image directory (built if missing).
         #[arg(long, default_value = "/var/cache/boxcutter/bench-image")]
         image: PathBuf,
+        /// Run Firecracker under fake-jailer.
+        #[arg(long)]
+        jailed: bool,
     },
     /// VM disk creation in a loop-mounted XFS pool: reflink clone against `cp`.
     Disk {
@@ -124,10 +127,14 @@ async fn main() -> anyhow::Result<()> {
             boot::bench_boot(runs, ram, &image).await
         }
         Bench::Disk { runs, cp_runs } => disk::bench_disk(runs, cp_runs),
-        Bench::Firecracker { runs, image } => {
+        Bench::Firecracker {
+            runs,
+            image,
+            jailed,
+        } => {
             let config = ImageBuildConfig::from_host(agent_path(None)?, CACHE.into())?;
             build_image(&config, &image)?;
-            firecracker::bench_firecracker(runs, image).await
+            firecracker::bench_firecracker(runs, image, jailed).await
         }
         Bench::Local {
             state_dir,

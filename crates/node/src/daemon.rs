@@ -119,6 +119,14 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
     std::fs::create_dir_all(&socket_dir)
         .with_context(|| format!("create {}", socket_dir.display()))?;
     let pool_root = pool.root().to_owned();
+    let jail_boot_files = match &config.jailer {
+        Some(_) => {
+            let (image, base) = (image.clone(), pool_root.join("jail"));
+            let stage = move || crate::firecracker::stage_for_jails(&image, &base);
+            Some(blocking(stage, "stage kernel and initramfs for jails").await?)
+        }
+        None => None,
+    };
     let ctx = NodeContext {
         node_id: config.node_id.clone(),
         store: crate::store::VmStore::open(pool.root())?,
@@ -134,6 +142,7 @@ async fn start(config: &DaemonConfig) -> anyhow::Result<(Node, tokio::net::TcpLi
             guest_dns_on_gateway: true,
             socket_dir,
             firecracker,
+            jail_boot_files,
             // Jails go in the pool, so that VM disks can be hard-linked into them.
             jailer: config
                 .jailer

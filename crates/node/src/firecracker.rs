@@ -42,6 +42,9 @@ pub struct FirecrackerEnv {
     pub binary: PathBuf,
     /// Run it under the jailer.
     pub jailer: Option<JailerConfig>,
+    /// The kernel and initramfs to boot instead of the image's: copies on the pool's
+    /// filesystem, so that jails can hard-link them ([`stage_for_jails`]).
+    pub boot_files: Option<BootFiles>,
     /// The image directory (`vmlinux`, initramfs).
     pub image_dir: PathBuf,
     /// The VM's own directory (console, logs, pidfile, config drive).
@@ -188,8 +191,15 @@ fn config(spec: &GuestSpec, env: &FirecrackerEnv, image: &ImagePaths) -> Firecra
         id: spec.name.to_string(),
         vcpus: u8::try_from(spec.vcpus).unwrap_or(u8::MAX),
         memory_mib: spec.memory_mib,
-        kernel: image.vmlinux.clone(),
-        initrd: Some(image.initrd.clone()),
+        kernel: env
+            .boot_files
+            .as_ref()
+            .map_or_else(|| image.vmlinux.clone(), |f| f.kernel.clone()),
+        initrd: Some(
+            env.boot_files
+                .as_ref()
+                .map_or_else(|| image.initrd.clone(), |f| f.initrd.clone()),
+        ),
         cmdline: kernel_cmdline(&params),
         root_disk: env.root_disk.clone(),
         config_drive: Some(env.vm_dir.join(CONFIG_DRIVE)),
@@ -212,6 +222,44 @@ fn config(spec: &GuestSpec, env: &FirecrackerEnv, image: &ImagePaths) -> Firecra
         ),
         jailer: env.jailer.clone(),
     }
+}
+
+/// A kernel and initramfs to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    /// The uncompressed kernel.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+}
+
+/// Copies the image's kernel and initramfs once into `jail_base/image/<image key>`, on the
+/// pool's filesystem, so that every jail hard-links them instead of copying tens of
+/// megabytes per launch; copies of other images are removed.
+pub fn stage_for_jails(image: &ImagePaths, jail_base: &Path) -> std::io::Result<BootFiles> {
+    let staged = jail_base.join("image");
+    let dir = staged.join(&image.manifest.input_key);
+    std::fs::create_dir_all(&dir)?;
+    for old in std::fs::read_dir(&staged)?.flatten() {
+        if old.path() != dir {
+            std::fs::remove_dir_all(old.path())?;
+        }
+    }
+    let files = BootFiles {
+        kernel: dir.join("vmlinux"),
+        initrd: dir.join("initrd.img"),
+    };
+    for (from, to) in [
+        (&image.vmlinux, &files.kernel),
+        (&image.initrd, &files.initrd),
+    ] {
+        if !to.is_file() {
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(from, &tmp)?;
+            std::fs::rename(&tmp, to)?;
+        }
+    }
+    Ok(files)
 }
 
 /// The jailer refuses a jail left by an earlier run of the same VM (a crash, a killed

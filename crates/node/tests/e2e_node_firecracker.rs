@@ -343,6 +343,10 @@ async fn e2e_node_runs_jailed_firecracker_vms_and_copies_them_live() {
     );
     let jail = node.data_dir().join("pool/jail/fake-firecracker/fc-j/root");
     assert!(jail.join("fc.sock").exists(), "api socket in the jail");
+    // The kernel is staged once in the pool and hard-linked into each jail, not copied.
+    use std::os::unix::fs::MetadataExt;
+    let kernel = std::fs::metadata(jail.join("vmlinux")).unwrap();
+    assert!(kernel.nlink() >= 2, "the jail's kernel is a copy");
     let client = ApiClient::new(jail.join("fc.sock"));
     let drives = client.vm_config().await.unwrap().drives;
     assert_eq!(

@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub firecracker: Option<PathBuf>,
     /// Run Firecracker under its jailer.
     pub jailer: Option<JailerConfig>,
+    /// The kernel and initramfs staged for jails.
+    pub jail_boot_files: Option<crate::firecracker::BootFiles>,
 }
 
 /// State shared by all VM tasks of a node.
@@ -108,6 +110,7 @@ impl NodeContext {
         Some(FirecrackerEnv {
             binary: self.runtime.firecracker.clone()?,
             jailer: self.runtime.jailer.clone(),
+            boot_files: self.runtime.jail_boot_files.clone(),
             image_dir: self
                 .image
                 .vmlinux
