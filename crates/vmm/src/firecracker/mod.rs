@@ -9,6 +9,7 @@ pub mod capability;
 #[cfg(any(test, feature = "fake-firecracker"))]
 pub mod fake;
 pub mod jail;
+mod placement;
 pub mod vm;
 pub mod vm_config;
 pub mod vsock;

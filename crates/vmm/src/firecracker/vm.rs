@@ -45,9 +45,12 @@ use nix::unistd::Pid;
 use boxcutter_types::guest::{AgentEvent, HostCommand};
 
 use super::api::{
-    ApiClient, ApiError, BootSource, Drive, DriveUpdate, InstanceInfo, Logger, MachineConfig,
-    Metrics, NetworkInterface, NetworkOverride, SnapshotCreate, SnapshotLoad, SnapshotType, Vsock,
+    ApiClient, ApiError, BootSource, DriveUpdate, InstanceInfo, Logger, MachineConfig, Metrics,
+    NetworkInterface, NetworkOverride, SnapshotCreate, SnapshotLoad, SnapshotType, Vsock,
     VsockOverride,
+};
+use super::placement::{
+    self, drives, place, place_snapshot, Placed, SNAPSHOT_MEMORY, SNAPSHOT_STATE,
 };
 use super::vsock::{send_command, AgentListener};
 use crate::qemu::vm::console_tail;
@@ -94,7 +97,7 @@ impl FirecrackerVm {
         netns: Option<&Path>,
     ) -> Result<Self, FirecrackerError> {
         check_inputs(config, [])?;
-        let placed = place(config, None)?;
+        let placed = place(config)?;
         let vm = Self::spawn_fresh(config, &placed, netns)?;
         let booted = vm.boot(config, &placed).await;
         vm.settle(booted, &config.id, "started").await
@@ -116,9 +119,10 @@ impl FirecrackerVm {
             ("memory file", snapshot.memory.as_path()),
         ];
         check_inputs(config, snapshot_files)?;
-        let placed = place(config, Some(snapshot))?;
+        let placed = place(config)?;
+        let snapshot = place_snapshot(config, snapshot)?;
         let vm = Self::spawn_fresh(config, &placed, netns)?;
-        let loaded = vm.load(config, &placed).await;
+        let loaded = vm.load(config, &placed, &snapshot).await;
         vm.settle(loaded, &config.id, "restored").await
     }
 
@@ -372,10 +376,7 @@ impl FirecrackerVm {
     /// How Firecracker names `host`: the same path, or the path inside its jail.
     fn inside(&self, host: &Path) -> Result<PathBuf, FirecrackerError> {
         match &self.paths.jail {
-            Some(jail) => jail.inside(host).map_err(|source| FirecrackerError::Jail {
-                path: host.to_owned(),
-                source,
-            }),
+            Some(jail) => placement::inside(jail, host),
             None => Ok(host.to_owned()),
         }
     }
@@ -390,8 +391,9 @@ impl FirecrackerVm {
         console_tail(&self.paths.console, CONSOLE_TAIL_LINES)
     }
 
-    /// Every launch step after the spawn, in order.
-    async fn boot(
+    /// The first steps after the spawn, for a boot and a restore alike: pidfile, API
+    /// socket, logger and metrics.
+    async fn open_api(
         &self,
         config: &FirecrackerConfig,
         placed: &Placed,
@@ -403,6 +405,16 @@ impl FirecrackerVm {
         })?;
         self.wait_for_socket(config.socket_wait).await?;
         self.configure_logging(placed).await?;
+        Ok(())
+    }
+
+    /// Every launch step after the spawn, in order.
+    async fn boot(
+        &self,
+        config: &FirecrackerConfig,
+        placed: &Placed,
+    ) -> Result<(), FirecrackerError> {
+        self.open_api(config, placed).await?;
 
         let machine = MachineConfig {
             track_dirty_pages: Some(config.track_dirty_pages),
@@ -445,21 +457,9 @@ impl FirecrackerVm {
         &self,
         config: &FirecrackerConfig,
         placed: &Placed,
+        snapshot: &SnapshotFiles,
     ) -> Result<(), FirecrackerError> {
-        write_pidfile(&self.paths.pidfile, self.pid).map_err(|source| FirecrackerError::File {
-            action: "write pidfile",
-            path: self.paths.pidfile.clone(),
-            source,
-        })?;
-        self.wait_for_socket(config.socket_wait).await?;
-        self.configure_logging(placed).await?;
-        let snapshot = placed
-            .snapshot
-            .as_ref()
-            .ok_or_else(|| FirecrackerError::MissingFile {
-                what: "snapshot",
-                path: PathBuf::new(),
-            })?;
+        self.open_api(config, placed).await?;
         let mut load = SnapshotLoad::from_files(&snapshot.state, &snapshot.memory);
         if config.track_dirty_pages {
             load = load.tracking_dirty_pages();
@@ -577,113 +577,6 @@ impl SnapshotFiles {
     }
 }
 
-/// The drives in attachment order: root disk, then the config drive.
-fn drives(placed: &Placed) -> Vec<Drive> {
-    let root = Drive::new(ROOT_DRIVE_ID, &placed.root_disk, false);
-    let config_drive = placed
-        .config_drive
-        .as_ref()
-        .map(|path| Drive::new(CONFIG_DRIVE_ID, path, true));
-    std::iter::once(root).chain(config_drive).collect()
-}
-
-/// File names inside a jail.
-const JAIL_KERNEL: &str = "vmlinux";
-const JAIL_INITRD: &str = "initrd.img";
-const JAIL_ROOT_DISK: &str = "rootfs.img";
-const JAIL_CONFIG_DRIVE: &str = "config.img";
-const JAIL_LOG: &str = "firecracker.log";
-const JAIL_METRICS: &str = "metrics";
-const SNAPSHOT_STATE: &str = "snapshot.state";
-const SNAPSHOT_MEMORY: &str = "snapshot.mem";
-
-/// The files of one launch as Firecracker names them.
-#[derive(Debug)]
-struct Placed {
-    socket: PathBuf,
-    kernel: PathBuf,
-    initrd: Option<PathBuf>,
-    root_disk: PathBuf,
-    config_drive: Option<PathBuf>,
-    log: Option<PathBuf>,
-    metrics: Option<PathBuf>,
-    vsock: PathBuf,
-    snapshot: Option<SnapshotFiles>,
-}
-
-/// Creates the log and metrics files, and for a jailed Firecracker puts every file it
-/// needs into its jail (writable ones owned by its uid/gid); returns the paths to give it.
-fn place(
-    config: &FirecrackerConfig,
-    snapshot: Option<&SnapshotFiles>,
-) -> Result<Placed, FirecrackerError> {
-    let paths = &config.paths;
-    for file in paths.log.iter().chain(&paths.metrics) {
-        ensure_file(file)?;
-    }
-    let Some(jail) = &paths.jail else {
-        return Ok(Placed {
-            socket: paths.socket.clone(),
-            kernel: config.kernel.clone(),
-            initrd: config.initrd.clone(),
-            root_disk: config.root_disk.clone(),
-            config_drive: config.config_drive.clone(),
-            log: paths.log.clone(),
-            metrics: paths.metrics.clone(),
-            vsock: paths.vsock.clone(),
-            snapshot: snapshot.cloned(),
-        });
-    };
-    let admit = |file: &Path, name: &str, owned: bool| {
-        jail.admit(file, name, owned)
-            .map_err(|source| FirecrackerError::Jail {
-                path: file.to_owned(),
-                source,
-            })
-    };
-    let inside = |host: &Path| {
-        jail.inside(host).map_err(|source| FirecrackerError::Jail {
-            path: host.to_owned(),
-            source,
-        })
-    };
-    Ok(Placed {
-        socket: inside(&paths.socket)?,
-        kernel: admit(&config.kernel, JAIL_KERNEL, false)?,
-        initrd: config
-            .initrd
-            .as_ref()
-            .map(|f| admit(f, JAIL_INITRD, false))
-            .transpose()?,
-        root_disk: admit(&config.root_disk, JAIL_ROOT_DISK, true)?,
-        // Owned, so that the jail's uid can read it (it is 0600).
-        config_drive: config
-            .config_drive
-            .as_ref()
-            .map(|f| admit(f, JAIL_CONFIG_DRIVE, true))
-            .transpose()?,
-        log: paths
-            .log
-            .as_ref()
-            .map(|f| admit(f, JAIL_LOG, true))
-            .transpose()?,
-        metrics: paths
-            .metrics
-            .as_ref()
-            .map(|f| admit(f, JAIL_METRICS, true))
-            .transpose()?,
-        vsock: inside(&paths.vsock)?,
-        snapshot: snapshot
-            .map(|files| {
-                Ok::<_, FirecrackerError>(SnapshotFiles {
-                    state: admit(&files.state, SNAPSHOT_STATE, true)?,
-                    memory: admit(&files.memory, SNAPSHOT_MEMORY, true)?,
-                })
-            })
-            .transpose()?,
-    })
-}
-
 /// Spawns Firecracker detached (a session of its own, optionally in `netns`), its console
 /// going to the console log, and lets go of it.
 fn spawn(
@@ -757,7 +650,7 @@ fn write_pidfile(pidfile: &Path, pid: Pid) -> std::io::Result<()> {
 
 /// Creates `path` empty if it does not exist (Firecracker opens its log without creating
 /// it); an existing file or named pipe is left as it is.
-fn ensure_file(path: &Path) -> Result<(), FirecrackerError> {
+pub(super) fn ensure_file(path: &Path) -> Result<(), FirecrackerError> {
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
